@@ -1,0 +1,1 @@
+"""The ``lake`` command line and the Python entry points for notebooks."""

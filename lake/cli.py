@@ -1,0 +1,59 @@
+"""``lake``: the command line of contract section 7.
+
+Each sub-command lives in ``lake.commands.<name>`` with the same shape: a
+``register(subparsers)`` that declares its flags and a ``run(args, settings)``
+that does the work. Heavy imports (Beam, Great Expectations) happen inside
+``run``, so ``lake --help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+from .errors import LakeError
+from .settings import Settings
+
+COMMANDS = ["broker", "simulate", "registry", "ingest", "query", "demo"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2: the contract for bad flags
+        self.exit(2, f"lake: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lake-root", help="lake location: a path or file://, s3://, gs:// URI "
+                        "(default: env LAKE_ROOT, else ./lake_data)")
+    common.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env KAFKA_BOOTSTRAP_SERVERS, "
+                        "else the embedded broker)")
+    common.add_argument("--topic", help="telemetry topic (default: env LAKE_TOPIC, else vehicle-telemetry)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser = _Parser(prog="lake", description="Telemetry data lake: Kafka -> Beam -> Bronze/Silver/Gold.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"lake.commands.{name}").register(sub, common)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.resolve(args.lake_root, args.bootstrap, args.topic)
+        return int(args.func(args, settings) or 0)
+    except LakeError as exc:
+        print(f"lake: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lake: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``lake`` sub-command: ``register(subparsers, common)`` and ``run(args, settings)``."""

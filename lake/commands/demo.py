@@ -1,0 +1,5 @@
+"""`lake demo`."""
+
+
+def register(sub, common) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`lake ingest`."""
+
+
+def register(sub, common) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`lake query`."""
+
+
+def register(sub, common) -> None:
+    pass

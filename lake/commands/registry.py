@@ -1,0 +1,5 @@
+"""`lake registry`."""
+
+
+def register(sub, common) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`lake simulate`."""
+
+
+def register(sub, common) -> None:
+    pass

@@ -1,0 +1,126 @@
+"""Arrow schemas of every table of the lake (contract sections 2 to 6).
+
+One module owns them all so that a writer, a reader and a quality gate can
+never disagree about a column.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("ms", tz="UTC")
+
+BRONZE_SCHEMA = pa.schema(
+    [
+        pa.field("kafka_topic", pa.string(), nullable=False),
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+        pa.field("ingest_ts", TS, nullable=False),
+        pa.field("key", pa.string()),
+        pa.field("payload", pa.string(), nullable=False),
+        pa.field("vehicle_id", pa.string()),
+        pa.field("event_ts", TS),
+    ]
+)
+
+#: Rejects: Bronze's columns plus the reason code and a human detail. A
+#: payload that is not UTF-8 is kept with backslash escapes; the DLQ topic
+#: holds its exact bytes.
+REJECTS_SCHEMA = BRONZE_SCHEMA.append(pa.field("reason", pa.string(), nullable=False)).append(
+    pa.field("reason_detail", pa.string())
+)
+
+#: The Silver columns that come from the message itself, in contract order.
+MEASUREMENT_FIELDS = [
+    pa.field("lat", pa.float64()),
+    pa.field("lon", pa.float64()),
+    pa.field("alt_m", pa.float64()),
+    pa.field("accuracy_m", pa.float64()),
+    pa.field("soc_pct", pa.float64()),
+    pa.field("voltage_v", pa.float64()),
+    pa.field("current_a", pa.float64()),
+    pa.field("battery_temp_c", pa.float64()),
+    pa.field("charging", pa.bool_()),
+    pa.field("speed_kmh", pa.float64()),
+    pa.field("heading_deg", pa.float64()),
+    pa.field("accel_ms2", pa.float64()),
+    pa.field("locked", pa.bool_()),
+    pa.field("in_use", pa.bool_()),
+    pa.field("ignition", pa.bool_()),
+    pa.field("trip_id", pa.string()),
+    pa.field("odometer_km", pa.float64()),
+    pa.field("error_codes", pa.list_(pa.string())),
+]
+
+SILVER_SCHEMA = pa.schema(
+    [
+        pa.field("vehicle_id", pa.string(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("event_ts", TS, nullable=False),
+        pa.field("ingest_ts", TS, nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("ts_corrected", pa.bool_(), nullable=False),
+        pa.field("source_shape", pa.string(), nullable=False),
+        *MEASUREMENT_FIELDS,
+        pa.field("zone_id", pa.string()),
+        pa.field("vehicle_type", pa.string(), nullable=False),
+        pa.field("schema_version", pa.int32()),
+        pa.field("kafka_partition", pa.int32(), nullable=False),
+        pa.field("kafka_offset", pa.int64(), nullable=False),
+    ]
+)
+
+#: Quarantine keeps the Silver row as parsed plus why, and the Bronze file
+#: it came from, so anyone can find the original message.
+QUARANTINE_SCHEMA = SILVER_SCHEMA.append(pa.field("reason", pa.string(), nullable=False)).append(
+    pa.field("bronze_hour", pa.string(), nullable=False)
+)
+
+GOLD_VEHICLE_HOURLY_SCHEMA = pa.schema(
+    [
+        pa.field("vehicle_id", pa.string(), nullable=False),
+        pa.field("hour_start", TS, nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("vehicle_type", pa.string(), nullable=False),
+        pa.field("event_count", pa.int64(), nullable=False),
+        pa.field("soc_avg", pa.float64()),
+        pa.field("soc_min", pa.float64()),
+        pa.field("soc_max", pa.float64()),
+        pa.field("speed_avg", pa.float64()),
+        pa.field("speed_max", pa.float64()),
+        pa.field("distance_km", pa.float64(), nullable=False),
+        pa.field("usage_seconds", pa.float64(), nullable=False),
+        pa.field("low_battery_events", pa.int64(), nullable=False),
+        pa.field("first_event_ts", TS, nullable=False),
+        pa.field("last_event_ts", TS, nullable=False),
+    ]
+)
+
+GOLD_ZONE_HOURLY_SCHEMA = pa.schema(
+    [
+        pa.field("zone_id", pa.string(), nullable=False),
+        pa.field("hour_start", TS, nullable=False),
+        pa.field("event_date", pa.date32(), nullable=False),
+        pa.field("active_vehicles", pa.int64(), nullable=False),
+        pa.field("event_count", pa.int64(), nullable=False),
+        pa.field("soc_avg", pa.float64()),
+    ]
+)
+
+GOLD_VEHICLE_STATE_SCHEMA = pa.schema(
+    [
+        pa.field("vehicle_id", pa.string(), nullable=False),
+        pa.field("vehicle_type", pa.string(), nullable=False),
+        *MEASUREMENT_FIELDS,
+        pa.field("zone_id", pa.string()),
+        pa.field("last_event_ts", TS, nullable=False),
+        pa.field("as_of_date", pa.date32(), nullable=False),
+    ]
+)
+
+REGISTRY_SCHEMA = pa.schema(
+    [
+        pa.field("vehicle_id", pa.string(), nullable=False),
+        pa.field("vehicle_type", pa.string(), nullable=False),
+        pa.field("registered_at", TS, nullable=False),
+    ]
+)

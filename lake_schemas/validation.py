@@ -1,0 +1,167 @@
+"""Validation of one raw Kafka message against contract section 1.
+
+``validate_message`` never raises: whatever the bytes, it returns either an
+``Accepted`` (the vehicle id and event time Bronze keeps for pruning) or a
+``Refused`` with a reason code from ``reasons.RejectReason``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from typing import NamedTuple, Optional, Union
+
+import msgspec
+
+from .messages import (
+    MAX_EVENT_ID_CHARS,
+    SIGNAL_COLUMNS,
+    SNAPSHOT_SCHEMA_VERSIONS,
+    VEHICLE_ID_PATTERN,
+    Signal,
+    Snapshot,
+)
+from .reasons import RejectReason as R
+from .topics import MAX_MESSAGE_BYTES
+
+# Event times outside these bounds are typos or garbage, not telemetry.
+MIN_EVENT_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_EVENT_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_ONE_MS = _dt.timedelta(milliseconds=1)
+_SNAPSHOT = msgspec.json.Decoder(Snapshot)
+_SIGNAL = msgspec.json.Decoder(Signal)
+_ERROR_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_VEHICLE_ID = re.compile(VEHICLE_ID_PATTERN)
+
+
+class Accepted(NamedTuple):
+    vehicle_id: str
+    event_ts_ms: int
+    shape: str  # "snapshot" | "signal"
+
+
+class Refused(NamedTuple):
+    reason: R
+    detail: str
+    vehicle_id: Optional[str] = None
+    event_ts_ms: Optional[int] = None
+
+
+Verdict = Union[Accepted, Refused]
+
+# Which reason a type error on a field earns: the required fields have their
+# own codes, anything else is an ill-typed optional value.
+_FIELD_REASONS = {
+    "event_id": R.INVALID_EVENT_ID,
+    "vehicle_id": R.INVALID_VEHICLE_ID,
+    "did": R.INVALID_VEHICLE_ID,
+    "ts": R.INVALID_TS,
+    "timestamp": R.INVALID_TS,
+    "schema_version": R.UNSUPPORTED_SCHEMA_VERSION,
+}
+
+
+def validate_message(value: Optional[bytes]) -> Verdict:
+    """Classify one message; never raises."""
+    try:
+        return _validate(value)
+    except Exception as exc:  # noqa: BLE001 - the contract: a message never stops the pipeline
+        return Refused(R.NOT_JSON, f"unexpected validation error: {type(exc).__name__}: {exc}"[:500])
+
+
+def _validate(value: Optional[bytes]) -> Verdict:
+    if not value:
+        return Refused(R.EMPTY, "empty message")
+    if len(value) > MAX_MESSAGE_BYTES:
+        return Refused(R.TOO_LARGE, f"{len(value)} bytes > {MAX_MESSAGE_BYTES}")
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Refused(R.NOT_UTF8, str(exc)[:200])
+    # A signal never carries snapshot keys; looking for the key bytes is far
+    # cheaper than decoding twice.
+    if b'"did"' in value and b'"vehicle_id"' not in value and b'"event_id"' not in value:
+        return _signal(value)
+    return _snapshot(value)
+
+
+def _type_error(exc: msgspec.ValidationError) -> Refused:
+    text = str(exc)
+    match = _ERROR_PATH.search(text)
+    if match is None:
+        return Refused(R.NOT_OBJECT, text)
+    path = match.group(1)
+    return Refused(_FIELD_REASONS.get(path, R.INVALID_VALUE), text)
+
+
+def _snapshot(value: bytes) -> Verdict:
+    try:
+        msg = _SNAPSHOT.decode(value)
+    except msgspec.ValidationError as exc:
+        return _type_error(exc)
+    except msgspec.DecodeError as exc:
+        return Refused(R.NOT_JSON, str(exc))
+    if msg.event_id is None and msg.vehicle_id is None and msg.ts is None:
+        if b'"did"' in value:
+            return _signal(value)
+        return Refused(R.UNKNOWN_SHAPE, "neither a snapshot (event_id, vehicle_id, ts) nor a signal (did, timestamp, name)")
+    missing = [n for n in ("event_id", "vehicle_id", "ts") if getattr(msg, n) is None]
+    if missing:
+        return Refused(R.MISSING_FIELD, "missing required field(s): " + ", ".join(missing), msg.vehicle_id)
+    vehicle_id = msg.vehicle_id
+    if _VEHICLE_ID.match(vehicle_id) is None or vehicle_id[-1] == "\n":
+        return Refused(R.INVALID_VEHICLE_ID, f"vehicle_id {vehicle_id[:80]!r} does not match {VEHICLE_ID_PATTERN}")
+    if not 0 < len(msg.event_id) <= MAX_EVENT_ID_CHARS:
+        return Refused(R.INVALID_EVENT_ID, f"event_id must be 1..{MAX_EVENT_ID_CHARS} characters", vehicle_id)
+    if msg.schema_version is not None and msg.schema_version not in SNAPSHOT_SCHEMA_VERSIONS:
+        return Refused(R.UNSUPPORTED_SCHEMA_VERSION, f"schema_version {msg.schema_version}", vehicle_id)
+    event_ms = msg.ts if isinstance(msg.ts, int) else _rfc3339_ms(msg.ts)
+    if event_ms is None:
+        return Refused(R.INVALID_TS, f"ts {msg.ts[:80]!r} is not RFC 3339 with an offset or Z", vehicle_id)
+    if not MIN_EVENT_MS <= event_ms < MAX_EVENT_MS:
+        return Refused(R.INVALID_TS, f"ts {event_ms} ms is outside 2000..2100", vehicle_id)
+    return Accepted(vehicle_id, event_ms, "snapshot")
+
+
+def _rfc3339_ms(text: str) -> Optional[int]:
+    """Epoch ms of an RFC 3339 time, None if it is not one. A time without
+    an offset is refused: its zone would be a guess."""
+    if len(text) < 20 or text[10] not in "Tt ":
+        return None
+    try:
+        parsed = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return (parsed - _EPOCH) // _ONE_MS
+
+
+def _signal(value: bytes) -> Verdict:
+    try:
+        msg = _SIGNAL.decode(value)
+    except msgspec.ValidationError as exc:
+        return _type_error(exc)
+    except msgspec.DecodeError as exc:
+        return Refused(R.NOT_JSON, str(exc))
+    missing = [n for n in ("did", "timestamp", "name") if getattr(msg, n) is None]
+    if missing:
+        return Refused(R.MISSING_FIELD, "missing required field(s): " + ", ".join(missing), msg.did, msg.timestamp)
+    if _VEHICLE_ID.match(msg.did) is None or msg.did[-1] == "\n":
+        return Refused(R.INVALID_VEHICLE_ID, f"did {msg.did[:80]!r} does not match {VEHICLE_ID_PATTERN}")
+    if msg.name not in SIGNAL_COLUMNS:
+        return Refused(R.UNKNOWN_SIGNAL, f"unknown signal name {msg.name[:80]!r}", msg.did, msg.timestamp)
+    if msg.float_value is None and msg.int_value is None:
+        return Refused(R.MISSING_SIGNAL_VALUE, "neither float_value nor int_value", msg.did, msg.timestamp)
+    if not MIN_EVENT_MS <= msg.timestamp < MAX_EVENT_MS:
+        return Refused(R.INVALID_TS, f"timestamp {msg.timestamp} ms is outside 2000..2100", msg.did)
+    return Accepted(msg.did, msg.timestamp, "signal")
+
+
+def signal_value(float_value: Optional[float], int_value: Optional[int]) -> Optional[float]:
+    """The number a signal carries (float_value wins when both are sent)."""
+    if float_value is not None and math.isfinite(float_value):
+        return float_value
+    return None if int_value is None else float(int_value)
