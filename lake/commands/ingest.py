@@ -1,5 +1,47 @@
-"""`lake ingest`."""
+"""``lake ingest``: the Beam streaming pipeline Kafka -> Bronze."""
+from __future__ import annotations
+
+import sys
 
 
 def register(sub, common) -> None:
-    pass
+    from beam_pipelines.ingest.options import add_ingest_flags
+
+    p = sub.add_parser("ingest", parents=[common], help="stream Kafka into Bronze Parquet (Beam)",
+                       description="Stream the telemetry topic into Bronze. Unknown flags are Beam pipeline "
+                       "options (e.g. --runner=FlinkRunner --flink_master=...).")
+    add_ingest_flags(p)
+    p.set_defaults(func=run, allow_beam_args=True)
+
+
+def run(args, settings) -> int:
+    from beam_pipelines.ingest.options import options_from_args
+    from beam_pipelines.ingest.pipeline import install_stop_handlers, run_ingest
+
+    opts = options_from_args(args, settings)
+    install_stop_handlers()
+    show = None if not opts.progress else _print_pass
+    report = run_ingest(opts, getattr(args, "beam_args", []), progress=show)
+    if report.recovered_files:
+        print(f"recovered: deleted {len(report.recovered_files)} half-committed file(s) of a killed pass; "
+              "their offsets were read again", file=sys.stderr)
+    records = report.total("records")
+    seconds = report.total("seconds")
+    print(f"ingested {records:,} records in {len(report.passes)} pass(es): {report.total('bronze_rows'):,} bronze, "
+          f"{report.total('reject_rows'):,} rejects, {report.total('files')} files, "
+          f"{records / seconds if seconds else 0:,.0f} records/s")
+    return 0
+
+
+def _print_pass(number: int, one) -> None:
+    ended = sorted({r for r in one.ended_by.values() if r})
+    closed = ", ".join(_hour(h) for h in one.closed_hours) or "none"
+    print(f"pass {number}: {one.records:,} records -> {one.bronze_rows:,} bronze + {one.reject_rows:,} rejects, "
+          f"{one.files} files in {one.seconds:.1f}s (ended by {'/'.join(ended) or 'nothing'}); hours closed: {closed}",
+          file=sys.stderr)
+
+
+def _hour(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H")

@@ -1,0 +1,4 @@
+"""Streaming ingest: Kafka -> Bronze Parquet, exactly once.
+
+``ReadKafkaPartitions | ValidateTelemetry | WriteBronze``.
+"""

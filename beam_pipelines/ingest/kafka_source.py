@@ -1,0 +1,260 @@
+"""``ReadKafkaPartitions``: a Python-native unbounded Kafka source.
+
+A splittable DoFn: one element per Kafka partition, the offsets as its
+restriction, a watermark from the record timestamps. It emits
+``KafkaBatch`` elements (thousands of records each) rather than one element
+per record: per-element overhead is what makes Beam slow in Python.
+
+On the local runner a pipeline run is one *pass*: each partition reads until
+its pass bound (buffer time, buffer bytes, idleness, or a stop request), then
+the run ends and the writers commit. On Flink/Dataflow the same transform
+runs unbounded, or ``--kafka-source=xlang`` picks Beam's cross-language
+``ReadFromKafka`` (which needs Java and jars from the internet).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.metrics import Metrics
+from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+
+__all__ = ["KafkaBatch", "PartitionStart", "PassBounds", "ReadKafkaPartitions", "request_stop", "close_consumers"]
+
+LOG = logging.getLogger(__name__)
+_END = 2**63 - 1
+
+#: Set by the CLI on Ctrl-C: every reader ends its pass at the next poll, so
+#: the pass in flight still commits what it read.
+STOP_REQUESTED = threading.Event()
+
+
+def request_stop() -> None:
+    STOP_REQUESTED.set()
+
+
+class PartitionStart(NamedTuple):
+    topic: str
+    partition: int
+    offset: int  # the first offset this pass reads
+    pass_id: str
+
+
+class KafkaBatch(NamedTuple):
+    """Consecutive records of one partition, as columns."""
+
+    topic: str
+    partition: int
+    offsets: list
+    timestamps: list  # Kafka record timestamps, epoch ms
+    keys: list  # bytes or None
+    values: list  # bytes or None
+
+
+@dataclass(frozen=True)
+class PassBounds:
+    """When a partition's reader ends its pass. ``idle_seconds=None`` never
+    ends on idleness (streaming runners); ``max_seconds``/``max_bytes`` are
+    the buffer: a pass holds at most that much before its files are written."""
+
+    max_seconds: float = 300.0
+    max_bytes: int = 64 * 1024 * 1024
+    idle_seconds: Optional[float] = None
+    poll_batch: int = 5000
+    round_seconds: float = 1.0  # read this long, then let the runner schedule other partitions
+
+
+@dataclass
+class _ReaderState:
+    started: float
+    last_record: float
+    bytes_read: int = 0
+    records: int = 0
+
+
+# Per-process caches: the local runner may re-create DoFn instances between
+# deferred rounds, so consumers and pass counters live at module level.
+_CONSUMERS: dict = {}
+_READERS: dict = {}
+#: (pass_id, partition) -> why that reader ended its pass: "idle", "time", "bytes" or "stop".
+PASS_END: dict = {}
+_LOCK = threading.Lock()
+
+
+def _consumer(bootstrap: str, topic: str, partition: int, offset: int, config: dict):
+    from confluent_kafka import Consumer, TopicPartition
+
+    key = (bootstrap, topic, partition)
+    with _LOCK:
+        entry = _CONSUMERS.get(key)
+        if entry is not None and entry[1] == offset:
+            return entry[0]
+        if entry is None:
+            consumer = Consumer({
+                "bootstrap.servers": bootstrap,
+                "group.id": "lake-ingest",  # required by librdkafka; never joined: partitions are assigned
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+                **config,
+            })
+        else:
+            consumer = entry[0]
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        _CONSUMERS[key] = [consumer, offset]
+        return consumer
+
+
+def _advance(bootstrap: str, topic: str, partition: int, next_offset: int) -> None:
+    with _LOCK:
+        entry = _CONSUMERS.get((bootstrap, topic, partition))
+        if entry is not None:
+            entry[1] = next_offset
+
+
+def close_consumers() -> None:
+    """Close every cached consumer (the end of a local ingest run)."""
+    with _LOCK:
+        for consumer, _ in _CONSUMERS.values():
+            try:
+                consumer.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        _CONSUMERS.clear()
+
+
+class _OffsetProvider(RestrictionProvider):
+    def initial_restriction(self, element: PartitionStart) -> OffsetRange:
+        return OffsetRange(element.offset, _END)
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element, restriction) -> int:
+        return 1  # unknown: Tansu's high watermark is unreliable
+
+    def split(self, element, restriction):
+        yield restriction  # a Kafka partition is read by one reader, in order
+
+    def truncate(self, element, restriction):
+        return None  # on drain, stop reading: nothing is committed that was not read
+
+
+class _RecordTimeWatermark(WatermarkEstimatorProvider):
+    """The watermark follows the record timestamps (monotone), from the start of time."""
+
+    def initial_estimator_state(self, element, restriction):
+        return MIN_TIMESTAMP
+
+    def create_watermark_estimator(self, state):
+        return MonotonicWatermarkEstimator(state)
+
+
+class _ReadPartition(beam.DoFn):
+    def __init__(self, bootstrap: str, bounds: PassBounds, consumer_config: Optional[dict] = None):
+        self._bootstrap = bootstrap
+        self._bounds = bounds
+        self._config = dict(consumer_config or {})
+        self.records = Metrics.counter("lake.ingest", "records")
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: PartitionStart,
+        tracker=beam.DoFn.RestrictionParam(_OffsetProvider()),
+        watermark=beam.DoFn.WatermarkEstimatorParam(_RecordTimeWatermark()),
+    ):
+        bounds = self._bounds
+        restriction = tracker.current_restriction()
+        now = time.monotonic()
+        with _LOCK:
+            state = _READERS.setdefault((element.pass_id, element.partition), _ReaderState(now, now))
+        consumer = _consumer(self._bootstrap, element.topic, element.partition, restriction.start, self._config)
+        round_end = now + bounds.round_seconds
+        while True:
+            reason = self._pass_over(state)
+            if reason is not None:
+                PASS_END[(element.pass_id, element.partition)] = reason
+                tracker.try_claim(restriction.stop)  # marks the restriction done: the pass ends here
+                return
+            messages = consumer.consume(bounds.poll_batch, 0.1)
+            if messages:
+                batch, claimed_all = self._claim(element, messages, tracker)
+                if batch is not None:
+                    state.last_record = time.monotonic()
+                    state.records += len(batch.offsets)
+                    self.records.inc(len(batch.offsets))
+                    state.bytes_read += sum(len(v) for v in batch.values if v)
+                    _advance(self._bootstrap, element.topic, element.partition, batch.offsets[-1] + 1)
+                    yield TimestampedValue(batch, Timestamp(micros=max(batch.timestamps) * 1000))
+                if not claimed_all:
+                    return
+            elif bounds.idle_seconds is not None:
+                break  # nothing waiting here: let the runner turn to the other partitions
+            if time.monotonic() >= round_end:
+                break
+        tracker.defer_remainder(Duration.of(0))
+
+    def _pass_over(self, state: _ReaderState) -> Optional[str]:
+        bounds = self._bounds
+        now = time.monotonic()
+        if STOP_REQUESTED.is_set():
+            return "stop"
+        if state.bytes_read >= bounds.max_bytes:
+            return "bytes"
+        if now - state.started >= bounds.max_seconds:
+            return "time"
+        if bounds.idle_seconds is not None and now - state.last_record >= bounds.idle_seconds:
+            return "idle"
+        return None
+
+    @staticmethod
+    def _claim(element: PartitionStart, messages, tracker) -> tuple[Optional[KafkaBatch], bool]:
+        """The claimed records as a batch, and whether every record was claimed."""
+        offsets, timestamps, keys, values = [], [], [], []
+        claimed_all = True
+        now_ms = int(time.time() * 1000)
+        for msg in messages:
+            if msg.error() is not None:
+                # Partition EOF and transient fetch errors: librdkafka retries.
+                LOG.debug("kafka: %s", msg.error())
+                continue
+            offset = msg.offset()
+            if not tracker.try_claim(offset):
+                claimed_all = False
+                break
+            offsets.append(offset)
+            ts = msg.timestamp()[1]
+            timestamps.append(ts if ts >= 0 else now_ms)  # no timestamp on the record: arrival time
+            keys.append(msg.key())
+            values.append(msg.value())
+        if not offsets:
+            return None, claimed_all
+        return KafkaBatch(element.topic, element.partition, offsets, timestamps, keys, values), claimed_all
+
+    def teardown(self):
+        close_consumers()
+
+
+class ReadKafkaPartitions(beam.PTransform):
+    """``PartitionStart`` elements -> ``KafkaBatch`` elements, each partition read in offset order."""
+
+    def __init__(self, bootstrap: str, bounds: PassBounds, consumer_config: Optional[dict] = None):
+        super().__init__()
+        self._bootstrap = bootstrap
+        self._bounds = bounds
+        self._config = consumer_config
+
+    def expand(self, starts):
+        return starts | "ReadPartition" >> beam.ParDo(_ReadPartition(self._bootstrap, self._bounds, self._config))

@@ -1,0 +1,170 @@
+"""The streaming ingest pipeline: Kafka -> Bronze, run pass after pass.
+
+    PartitionStarts | ReadKafkaPartitions | ValidateTelemetry | WriteBronze
+
+Locally (FnApiRunner) a run is one pass: bounded by the buffer (time, bytes)
+or idleness, its files are written when it ends, and the next pass resumes
+from what Bronze holds. On Flink/Dataflow the same transforms run as one
+unbounded pipeline whose buffer is a trigger.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from .bronze_state import BronzeStore
+from .bronze_writer import NAMESPACE, WriteBronze
+from .kafka_source import _READERS, PASS_END, STOP_REQUESTED, PartitionStart, PassBounds, ReadKafkaPartitions, close_consumers
+from .options import IngestOptions
+from .validate import ValidateTelemetry
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class PassReport:
+    records: int = 0
+    bronze_rows: int = 0
+    reject_rows: int = 0
+    files: int = 0
+    dlq_failed: int = 0
+    seconds: float = 0.0
+    ended_by: dict = field(default_factory=dict)
+    closed_hours: list = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    passes: list = field(default_factory=list)
+    recovered_files: list = field(default_factory=list)
+
+    def total(self, attr: str):
+        return sum(getattr(p, attr) for p in self.passes)
+
+
+def build(pipeline: beam.Pipeline, opts: IngestOptions, starts: list, bounds: PassBounds, state) -> None:
+    """Wire the pipeline: the architecture picture, in code."""
+    streaming = not opts.local
+    (
+        pipeline
+        | "PartitionStarts" >> beam.Create(starts)
+        | "ReadKafkaPartitions" >> ReadKafkaPartitions(opts.bootstrap, bounds)
+        | "ValidateTelemetry" >> ValidateTelemetry()
+        | "WriteBronze" >> WriteBronze(
+            opts.lake_root, opts.bootstrap, opts.topic, opts.dlq_topic, state.open_from_ms, state.watermarks,
+            streaming_buffer_seconds=opts.buffer_seconds if streaming else None,
+            close_hours=(len(starts), int(opts.allowed_lateness_seconds * 1000)) if streaming else None,
+        )
+    )
+
+
+def beam_options(opts: IngestOptions, beam_args: Sequence[str]) -> PipelineOptions:
+    from lake.errors import ConfigError
+
+    args = list(beam_args)
+    if opts.local:
+        for a in args:
+            if a.startswith("--direct_num_workers") and a.split("=", 1)[-1].strip() not in ("1", "--direct_num_workers"):
+                raise ConfigError("--direct_num_workers must be 1: FnApiRunner with more workers drops "
+                                  "deferred splittable-DoFn work (measured: half the rows lost)")
+        args += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    else:
+        args += ["--streaming"]
+    return PipelineOptions([f"--runner={opts.runner}", *args])
+
+
+def run_pass(opts: IngestOptions, beam_args: Sequence[str], store: BronzeStore, partitions: int,
+             bounds: PassBounds) -> PassReport:
+    state = store.state(partitions)
+    pass_id = uuid.uuid4().hex
+    starts = [PartitionStart(opts.topic, p, state.next_offsets[p], pass_id) for p in range(partitions)]
+    started = time.monotonic()
+    pipeline = beam.Pipeline(options=beam_options(opts, beam_args))
+    build(pipeline, opts, starts, bounds, state)
+    result = pipeline.run()
+    result.wait_until_finish()
+    report = PassReport(seconds=time.monotonic() - started)
+    counters = {c.key.metric.name: c.committed or c.attempted for c in result.metrics().query()["counters"]
+                if c.key.metric.namespace == NAMESPACE}
+    report.records = int(counters.get("records", 0))
+    report.bronze_rows = int(counters.get("bronze_rows", 0))
+    report.reject_rows = int(counters.get("reject_rows", 0))
+    report.files = int(counters.get("files", 0))
+    report.dlq_failed = int(counters.get("dlq_failed", 0))
+    report.ended_by = {p: PASS_END.pop((pass_id, p), None) for p in range(partitions)}
+    for p in range(partitions):
+        _READERS.pop((pass_id, p), None)
+    if report.records != report.bronze_rows + report.reject_rows:
+        LOG.error("pass read %d records but wrote %d bronze + %d rejects", report.records,
+                  report.bronze_rows, report.reject_rows)
+    return report
+
+
+def run_ingest(opts: IngestOptions, beam_args: Sequence[str] = (), progress=None) -> IngestReport:
+    """Passes until drained (``until_idle``), stopped, or out of time (``max_seconds``)."""
+    from lake.broker import partition_count, wait_until_reachable
+
+    opts.validate()
+    wait_until_reachable(opts.bootstrap, timeout=10)
+    partitions = partition_count(opts.bootstrap, opts.topic)
+    store = BronzeStore(opts.lake_root)
+    report = IngestReport(recovered_files=store.recover())
+    deadline = None if opts.max_seconds is None else time.monotonic() + opts.max_seconds
+    lateness_ms = int(opts.allowed_lateness_seconds * 1000)
+    STOP_REQUESTED.clear()
+    try:
+        while True:
+            budget = opts.buffer_seconds if deadline is None else min(opts.buffer_seconds, deadline - time.monotonic())
+            bounds = PassBounds(
+                max_seconds=max(budget, 0.0), max_bytes=opts.buffer_bytes, poll_batch=opts.poll_batch,
+                idle_seconds=opts.until_idle if opts.until_idle is not None else opts.idle_flush_seconds,
+            )
+            one = run_pass(opts, beam_args, store, partitions, bounds)
+            drained = opts.until_idle is not None and all(r == "idle" for r in one.ended_by.values())
+            one.closed_hours = store.close_hours(partitions, lateness_ms, drained=drained)
+            report.passes.append(one)
+            if progress is not None:
+                progress(len(report.passes), one)
+            if drained or STOP_REQUESTED.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                return report
+    finally:
+        close_consumers()
+
+
+def install_stop_handlers() -> None:
+    """First Ctrl-C (or SIGTERM): finish the pass in flight, then stop. Second: abort."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, _frame):
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt
+        print("lake ingest: stopping after the pass in flight (Ctrl-C again to abort)", file=sys.stderr)
+        STOP_REQUESTED.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(argv: Optional[Sequence[str]] = None) -> IngestReport:
+    """Entry point for ``python -m beam_pipelines.ingest.pipeline`` and the DAGs."""
+    from lake.settings import Settings
+
+    from .options import parse
+
+    opts, beam_args = parse(argv, Settings.resolve())
+    install_stop_handlers()
+    return run_ingest(opts, beam_args)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1:])
