@@ -10,6 +10,7 @@ next start deletes and reads again (``BronzeStore.recover``).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
@@ -153,6 +154,7 @@ class _CommitPartitionFiles(beam.DoFn):
         self.reject_rows = Metrics.counter(NAMESPACE, "reject_rows")
         self.files = Metrics.counter(NAMESPACE, "files")
         self.dlq_failed = Metrics.counter(NAMESPACE, "dlq_failed")
+        self.busy_ms = Metrics.counter(NAMESPACE, "commit_ms")
 
     def setup(self):
         self._store = BronzeStore(self._root)
@@ -160,12 +162,14 @@ class _CommitPartitionFiles(beam.DoFn):
 
     def process(self, element):
         partition, batches = element
+        started = time.perf_counter()
         batches = list(batches)
         group = commit_partition(self._store, partition, batches, self._open_from,
                                  self._watermarks.get(partition, -1))
         if group is None:
             return
         self._watermarks[partition] = group.watermark_ms
+        self.busy_ms.inc(int((time.perf_counter() - started) * 1000))
         self.bronze_rows.inc(group.bronze_rows)
         self.reject_rows.inc(group.reject_rows)
         self.files.inc(len(group.files))

@@ -75,15 +75,28 @@ class PassBounds:
 @dataclass
 class _ReaderState:
     started: float
-    last_record: float
     bytes_read: int = 0
     records: int = 0
+
+
+@dataclass
+class _TopicQuiet:
+    """When any partition of the pass last delivered a record.
+
+    Idleness is the topic's, not a partition's: the local runner serves the
+    partitions in turn, so the time since one partition was last visited
+    says nothing. A reader ends on idleness when its own poll came back
+    empty and no partition has delivered anything for ``idle_seconds``.
+    """
+
+    last_record: float
 
 
 # Per-process caches: the local runner may re-create DoFn instances between
 # deferred rounds, so consumers and pass counters live at module level.
 _CONSUMERS: dict = {}
 _READERS: dict = {}
+_QUIET: dict = {}  # pass_id -> _TopicQuiet
 #: (pass_id, partition) -> why that reader ended its pass: "idle", "time", "bytes" or "stop".
 PASS_END: dict = {}
 _LOCK = threading.Lock()
@@ -167,6 +180,7 @@ class _ReadPartition(beam.DoFn):
         self._bounds = bounds
         self._config = dict(consumer_config or {})
         self.records = Metrics.counter("lake.ingest", "records")
+        self.poll_ms = Metrics.counter("lake.ingest", "poll_ms")
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -179,34 +193,42 @@ class _ReadPartition(beam.DoFn):
         restriction = tracker.current_restriction()
         now = time.monotonic()
         with _LOCK:
-            state = _READERS.setdefault((element.pass_id, element.partition), _ReaderState(now, now))
+            state = _READERS.setdefault((element.pass_id, element.partition), _ReaderState(now))
+            quiet = _QUIET.setdefault(element.pass_id, _TopicQuiet(now))
         consumer = _consumer(self._bootstrap, element.topic, element.partition, restriction.start, self._config)
         round_end = now + bounds.round_seconds
+        empty_poll = False
         while True:
-            reason = self._pass_over(state)
+            reason = self._pass_over(state, quiet if empty_poll else None)
             if reason is not None:
                 PASS_END[(element.pass_id, element.partition)] = reason
                 tracker.try_claim(restriction.stop)  # marks the restriction done: the pass ends here
                 return
-            messages = consumer.consume(bounds.poll_batch, 0.1)
+            polled = time.perf_counter()
+            messages = consumer.consume(bounds.poll_batch, 0.05)
+            self.poll_ms.inc(int((time.perf_counter() - polled) * 1000))
+            empty_poll = not messages
             if messages:
+                quiet.last_record = time.monotonic()
                 batch, claimed_all = self._claim(element, messages, tracker)
                 if batch is not None:
-                    state.last_record = time.monotonic()
                     state.records += len(batch.offsets)
                     self.records.inc(len(batch.offsets))
                     state.bytes_read += sum(len(v) for v in batch.values if v)
                     _advance(self._bootstrap, element.topic, element.partition, batch.offsets[-1] + 1)
                     yield TimestampedValue(batch, Timestamp(micros=max(batch.timestamps) * 1000))
                 if not claimed_all:
+                    # The runner split the restriction: records past the split
+                    # were fetched but are not ours; seek afresh next time.
+                    _advance(self._bootstrap, element.topic, element.partition, -1)
                     return
-            elif bounds.idle_seconds is not None:
+            elif self._pass_over(state, quiet) is None:
                 break  # nothing waiting here: let the runner turn to the other partitions
             if time.monotonic() >= round_end:
                 break
         tracker.defer_remainder(Duration.of(0))
 
-    def _pass_over(self, state: _ReaderState) -> Optional[str]:
+    def _pass_over(self, state: _ReaderState, quiet: Optional[_TopicQuiet]) -> Optional[str]:
         bounds = self._bounds
         now = time.monotonic()
         if STOP_REQUESTED.is_set():
@@ -215,33 +237,33 @@ class _ReadPartition(beam.DoFn):
             return "bytes"
         if now - state.started >= bounds.max_seconds:
             return "time"
-        if bounds.idle_seconds is not None and now - state.last_record >= bounds.idle_seconds:
+        if bounds.idle_seconds is not None and quiet is not None and now - quiet.last_record >= bounds.idle_seconds:
             return "idle"
         return None
 
     @staticmethod
     def _claim(element: PartitionStart, messages, tracker) -> tuple[Optional[KafkaBatch], bool]:
-        """The claimed records as a batch, and whether every record was claimed."""
-        offsets, timestamps, keys, values = [], [], [], []
-        claimed_all = True
+        """The claimed records as a batch, and whether every record was claimed.
+
+        Offsets only grow within a partition, so claiming a batch's last
+        offset claims the batch; record by record only when that fails (the
+        runner split the restriction inside the batch).
+        """
+        messages = [m for m in messages if m.error() is None]  # EOF and transient errors: librdkafka retries
+        if not messages:
+            return None, True
+        claimed_all = tracker.try_claim(messages[-1].offset())
+        if not claimed_all:
+            stop = tracker.current_restriction().stop
+            messages = [m for m in messages if m.offset() < stop]
         now_ms = int(time.time() * 1000)
-        for msg in messages:
-            if msg.error() is not None:
-                # Partition EOF and transient fetch errors: librdkafka retries.
-                LOG.debug("kafka: %s", msg.error())
-                continue
-            offset = msg.offset()
-            if not tracker.try_claim(offset):
-                claimed_all = False
-                break
-            offsets.append(offset)
-            ts = msg.timestamp()[1]
-            timestamps.append(ts if ts >= 0 else now_ms)  # no timestamp on the record: arrival time
-            keys.append(msg.key())
-            values.append(msg.value())
-        if not offsets:
-            return None, claimed_all
-        return KafkaBatch(element.topic, element.partition, offsets, timestamps, keys, values), claimed_all
+        offsets = [m.offset() for m in messages]
+        timestamps = [m.timestamp()[1] for m in messages]
+        if min(timestamps, default=0) < 0:  # no timestamp on the record: its arrival time
+            timestamps = [t if t >= 0 else now_ms for t in timestamps]
+        batch = KafkaBatch(element.topic, element.partition, offsets, timestamps,
+                           [m.key() for m in messages], [m.value() for m in messages])
+        return (batch if offsets else None), claimed_all
 
     def teardown(self):
         close_consumers()

@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from .bronze_state import BronzeStore
 from .bronze_writer import NAMESPACE, WriteBronze
-from .kafka_source import _READERS, PASS_END, STOP_REQUESTED, PartitionStart, PassBounds, ReadKafkaPartitions, close_consumers
+from .kafka_source import _QUIET, _READERS, PASS_END, STOP_REQUESTED, PartitionStart, PassBounds, ReadKafkaPartitions, close_consumers
 from .options import IngestOptions
 from .validate import ValidateTelemetry
 
@@ -39,6 +39,7 @@ class PassReport:
     dlq_failed: int = 0
     seconds: float = 0.0
     ended_by: dict = field(default_factory=dict)
+    busy_ms: dict = field(default_factory=dict)  # time spent polling, validating, committing
     closed_hours: list = field(default_factory=list)
 
 
@@ -100,9 +101,11 @@ def run_pass(opts: IngestOptions, beam_args: Sequence[str], store: BronzeStore, 
     report.reject_rows = int(counters.get("reject_rows", 0))
     report.files = int(counters.get("files", 0))
     report.dlq_failed = int(counters.get("dlq_failed", 0))
+    report.busy_ms = {k: int(v) for k, v in counters.items() if k.endswith("_ms")}
     report.ended_by = {p: PASS_END.pop((pass_id, p), None) for p in range(partitions)}
     for p in range(partitions):
         _READERS.pop((pass_id, p), None)
+    _QUIET.pop(pass_id, None)
     if report.records != report.bronze_rows + report.reject_rows:
         LOG.error("pass read %d records but wrote %d bronze + %d rejects", report.records,
                   report.bronze_rows, report.reject_rows)
