@@ -70,7 +70,7 @@ def lake_ingest(bootstrap: str, topic: str, lake_root: str) -> float:
     """``lake ingest --until-idle 1`` as a user runs it; returns seconds minus the idle bound."""
     lake = os.path.join(os.path.dirname(sys.executable), "lake")
     cmd = [lake, "ingest", "--lake-root", lake_root, "--bootstrap", bootstrap, "--topic", topic,
-           "--until-idle", str(IDLE_SECONDS), "--no-progress"]
+           "--until-idle", str(IDLE_SECONDS)]
     started = time.perf_counter()
     if os.environ.get("LAKE_BENCH_PROFILE"):
         cmd = [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-o", os.environ["LAKE_BENCH_PROFILE"], "-f", "raw", "--", *cmd]
@@ -78,6 +78,9 @@ def lake_ingest(bootstrap: str, topic: str, lake_root: str) -> float:
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"lake ingest failed ({done.returncode}): {done.stderr.strip().splitlines()[-1:]}")
+    for line in done.stderr.splitlines():
+        if line.startswith("pass "):
+            print(line, flush=True)
     print(done.stdout.strip().splitlines()[-1], flush=True)
     return elapsed - IDLE_SECONDS
 

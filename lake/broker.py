@@ -145,6 +145,10 @@ def stop_broker(lake_root: str, timeout: float = 10.0) -> Optional[BrokerInfo]:
         time.sleep(0.1)
     if _alive(info.pid):
         os.kill(info.pid, signal.SIGKILL)
+    try:  # reap it when this process started it
+        os.waitpid(info.pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
     _state_file(lake_root).unlink(missing_ok=True)
     return info
 

@@ -35,6 +35,7 @@ def table_dataset(lake_root: str, name: str):
             return None
         return ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive",
                           exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 

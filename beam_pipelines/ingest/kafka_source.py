@@ -90,6 +90,7 @@ class _TopicQuiet:
     """
 
     last_record: float
+    buffer_full: bool = False  # one partition filled its buffer: the pass flushes for all
 
 
 # Per-process caches: the local runner may re-create DoFn instances between
@@ -199,7 +200,7 @@ class _ReadPartition(beam.DoFn):
         round_end = now + bounds.round_seconds
         empty_poll = False
         while True:
-            reason = self._pass_over(state, quiet if empty_poll else None)
+            reason = self._pass_over(state, quiet, idle_check=empty_poll)
             if reason is not None:
                 PASS_END[(element.pass_id, element.partition)] = reason
                 tracker.try_claim(restriction.stop)  # marks the restriction done: the pass ends here
@@ -222,22 +223,25 @@ class _ReadPartition(beam.DoFn):
                     # were fetched but are not ours; seek afresh next time.
                     _advance(self._bootstrap, element.topic, element.partition, -1)
                     return
-            elif self._pass_over(state, quiet) is None:
+            elif self._pass_over(state, quiet, idle_check=True) is None:
                 break  # nothing waiting here: let the runner turn to the other partitions
             if time.monotonic() >= round_end:
                 break
         tracker.defer_remainder(Duration.of(0))
 
-    def _pass_over(self, state: _ReaderState, quiet: Optional[_TopicQuiet]) -> Optional[str]:
+    def _pass_over(self, state: _ReaderState, quiet: _TopicQuiet, idle_check: bool) -> Optional[str]:
         bounds = self._bounds
         now = time.monotonic()
         if STOP_REQUESTED.is_set():
             return "stop"
         if state.bytes_read >= bounds.max_bytes:
+            quiet.buffer_full = True
+            return "bytes"
+        if quiet.buffer_full:
             return "bytes"
         if now - state.started >= bounds.max_seconds:
             return "time"
-        if bounds.idle_seconds is not None and quiet is not None and now - quiet.last_record >= bounds.idle_seconds:
+        if idle_check and bounds.idle_seconds is not None and now - quiet.last_record >= bounds.idle_seconds:
             return "idle"
         return None
 
