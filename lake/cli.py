@@ -41,11 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if not getattr(args, "allow_beam_args", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.beam_args = extra
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            if not getattr(args, "allow_beam_args", False):
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.beam_args = extra
+    except SystemExit as exc:  # --help and flag errors: return the code, callers (tests, DAGs) keep running
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

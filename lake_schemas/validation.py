@@ -144,7 +144,7 @@ def _rfc3339_ms(text: str) -> Optional[int]:
     if len(text) < 20 or text[10] not in "Tt ":
         return None
     try:
-        parsed = _dt.datetime.fromisoformat(text)
+        parsed = _dt.datetime.fromisoformat(text.upper())  # RFC 3339 allows "t" and "z"
     except ValueError:
         return None
     if parsed.tzinfo is None:

@@ -46,8 +46,7 @@ class CommittedGroup(NamedTuple):
 def _hour_column(table: pa.Table, open_from_ms: Optional[int]) -> pa.Array:
     hours = pc.floor_temporal(table["ingest_ts"], unit="hour")
     if open_from_ms is not None:  # a complete hour never changes: late records go to the earliest open one
-        floor = pa.scalar(open_from_ms, pa.int64()).cast(hours.type)
-        hours = pc.max_element_wise(hours, floor)
+        hours = pc.max_element_wise(hours.cast(pa.int64()), pa.scalar(open_from_ms, pa.int64())).cast(hours.type)
     return hours.combine_chunks() if isinstance(hours, pa.ChunkedArray) else hours
 
 
