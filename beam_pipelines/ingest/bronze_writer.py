@@ -210,7 +210,7 @@ class WriteBronze(beam.PTransform):
             fire = trigger.AfterWatermark()
         else:
             fire = trigger.Repeatedly(trigger.AfterAny(
-                trigger.AfterProcessingTime(self._streaming_seconds), trigger.AfterCount(self._streaming_batches)))
+                trigger.AfterProcessingTime(max(1, int(self._streaming_seconds))), trigger.AfterCount(self._streaming_batches)))
         return (
             keyed
             | "Buffer" >> beam.WindowInto(window.GlobalWindows(), trigger=fire,

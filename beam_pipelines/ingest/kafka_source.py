@@ -27,7 +27,8 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-__all__ = ["KafkaBatch", "PartitionStart", "PassBounds", "ReadKafkaPartitions", "request_stop", "close_consumers"]
+__all__ = ["KafkaBatch", "PartitionStart", "PassBounds", "ReadKafkaPartitions", "ReadKafkaCrossLanguage",
+           "request_stop", "close_consumers"]
 
 LOG = logging.getLogger(__name__)
 _END = 2**63 - 1
@@ -284,3 +285,47 @@ class ReadKafkaPartitions(beam.PTransform):
 
     def expand(self, starts):
         return starts | "ReadPartition" >> beam.ParDo(_ReadPartition(self._bootstrap, self._bounds, self._config))
+
+
+class _ToKafkaBatch(beam.DoFn):
+    """``(partition, [KafkaRecord...])`` from ``GroupIntoBatches`` -> ``KafkaBatch``."""
+
+    def __init__(self, topic: str):
+        self._topic = topic
+
+    def process(self, element):
+        partition, records = element
+        records = sorted(records, key=lambda r: r.offset)
+        yield KafkaBatch(self._topic, partition, [r.offset for r in records], [r.timestamp for r in records],
+                         [r.key for r in records], [r.value for r in records])
+
+
+class ReadKafkaCrossLanguage(beam.PTransform):
+    """Beam's Java ``ReadFromKafka`` (Flink/Dataflow), batched like the native source.
+
+    It needs Java and the expansion-service jars, which are downloaded when
+    the pipeline is built: it cannot run offline. Offsets are committed by
+    the Java reader on checkpoint finalization; Bronze's file names still
+    carry the ranges, so a restart's overlap is visible and removable.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, batch_size: int = 5000, expansion_service=None):
+        super().__init__()
+        self.consumer_config = {"bootstrap.servers": bootstrap, "group.id": "lake-ingest",
+                                "auto.offset.reset": "earliest"}
+        self.topic = topic
+        self.batch_size = batch_size
+        self.expansion_service = expansion_service
+
+    def expand(self, pbegin):
+        from apache_beam.io.kafka import ReadFromKafka
+
+        kwargs = {"expansion_service": self.expansion_service} if self.expansion_service else {}
+        return (
+            pbegin
+            | "ReadFromKafka" >> ReadFromKafka(consumer_config=self.consumer_config, topics=[self.topic],
+                                               with_metadata=True, commit_offset_in_finalize=True, **kwargs)
+            | "KeyByPartition" >> beam.Map(lambda r: (r.partition, r))
+            | "Batch" >> beam.GroupIntoBatches(self.batch_size, max_buffering_duration_secs=5)
+            | "ToKafkaBatch" >> beam.ParDo(_ToKafkaBatch(self.topic))
+        )

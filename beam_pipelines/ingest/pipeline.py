@@ -23,7 +23,17 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from .bronze_state import BronzeStore
 from .bronze_writer import NAMESPACE, WriteBronze
-from .kafka_source import _QUIET, _READERS, PASS_END, STOP_REQUESTED, PartitionStart, PassBounds, ReadKafkaPartitions, close_consumers
+from .kafka_source import (
+    _QUIET,
+    _READERS,
+    PASS_END,
+    STOP_REQUESTED,
+    PartitionStart,
+    PassBounds,
+    ReadKafkaCrossLanguage,
+    ReadKafkaPartitions,
+    close_consumers,
+)
 from .options import IngestOptions
 from .validate import ValidateTelemetry
 
@@ -55,10 +65,15 @@ class IngestReport:
 def build(pipeline: beam.Pipeline, opts: IngestOptions, starts: list, bounds: PassBounds, state) -> None:
     """Wire the pipeline: the architecture picture, in code."""
     streaming = not opts.local
+    if opts.kafka_source == "xlang":
+        batches = pipeline | "ReadKafkaCrossLanguage" >> ReadKafkaCrossLanguage(opts.bootstrap, opts.topic,
+                                                                                opts.poll_batch)
+    else:
+        batches = (pipeline
+                   | "PartitionStarts" >> beam.Create(starts)
+                   | "ReadKafkaPartitions" >> ReadKafkaPartitions(opts.bootstrap, bounds))
     (
-        pipeline
-        | "PartitionStarts" >> beam.Create(starts)
-        | "ReadKafkaPartitions" >> ReadKafkaPartitions(opts.bootstrap, bounds)
+        batches
         | "ValidateTelemetry" >> ValidateTelemetry()
         | "WriteBronze" >> WriteBronze(
             opts.lake_root, opts.bootstrap, opts.topic, opts.dlq_topic, state.open_from_ms, state.watermarks,
