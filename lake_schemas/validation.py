@@ -34,6 +34,10 @@ _SNAPSHOT = msgspec.json.Decoder(Snapshot)
 _SIGNAL = msgspec.json.Decoder(Signal)
 _ERROR_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _VEHICLE_ID = re.compile(VEHICLE_ID_PATTERN)
+# RFC 3339 date-time (section 5.6, with its note's space separator), ASCII
+# digits only: ``fromisoformat`` alone also takes ISO week dates, ``+0100``
+# offsets and non-ASCII digits.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
 # Structs, not NamedTuples: built once per message, and msgspec builds them in C.
@@ -131,7 +135,7 @@ def _rfc3339_ms(text: str) -> Optional[int]:
     an offset is refused: its zone would be a guess."""
     # Fast path for the canonical form (``2026-03-01T08:00:00.250Z``): a fleet
     # sends thousands of messages per second, so the seconds repeat.
-    if len(text) == 24 and text[23] == "Z" and text[19] == "." and text[20:23].isdigit():
+    if len(text) == 24 and text[23] == "Z" and text[19] == "." and text[20:23].isascii() and text[20:23].isdigit():
         seconds = _SECONDS_CACHE.get(text[:19])
         if seconds is None:
             seconds = _rfc3339_ms(text[:19] + "Z")
@@ -141,7 +145,7 @@ def _rfc3339_ms(text: str) -> Optional[int]:
                 _SECONDS_CACHE.clear()
             _SECONDS_CACHE[text[:19]] = seconds
         return seconds + int(text[20:23])
-    if len(text) < 20 or text[10] not in "Tt ":
+    if _RFC3339.fullmatch(text) is None:
         return None
     try:
         parsed = _dt.datetime.fromisoformat(text.upper())  # RFC 3339 allows "t" and "z"
@@ -160,6 +164,8 @@ def _signal(value: bytes) -> Verdict:
     except msgspec.DecodeError as exc:
         return Refused(R.NOT_JSON, str(exc))
     missing = [n for n in ("did", "timestamp", "name") if getattr(msg, n) is None]
+    if len(missing) == 3:  # '"did"' was a value, not a key
+        return Refused(R.UNKNOWN_SHAPE, "neither a snapshot (event_id, vehicle_id, ts) nor a signal (did, timestamp, name)")
     if missing:
         return Refused(R.MISSING_FIELD, "missing required field(s): " + ", ".join(missing), msg.did, msg.timestamp)
     if _VEHICLE_ID.match(msg.did) is None or msg.did[-1] == "\n":
@@ -178,3 +184,8 @@ def signal_value(float_value: Optional[float], int_value: Optional[int]) -> Opti
     if float_value is not None and math.isfinite(float_value):
         return float_value
     return None if int_value is None else float(int_value)
+
+
+def rfc3339_ms(text: str) -> Optional[int]:
+    """Epoch ms of an RFC 3339 time with an offset or ``Z``; None if it is not one."""
+    return _rfc3339_ms(text)

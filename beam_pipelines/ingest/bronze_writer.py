@@ -117,10 +117,10 @@ class _DeadLetters:
         self.failed = 0
         self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "acks": "all"})
 
-    def send(self, source_topic: str, dlq_values: list) -> None:
+    def send(self, source_topic: str, partition: int, dlq_values: list) -> None:
         for value, verdict, offset, key in dlq_values:
             headers = [(DLQ_HEADER_REASON, verdict.reason.value), (DLQ_HEADER_DETAIL, verdict.detail[:500]),
-                       (DLQ_HEADER_SOURCE, f"{source_topic}/{offset}")]
+                       (DLQ_HEADER_SOURCE, f"{source_topic}/{partition}/{offset}")]
             while True:
                 try:
                     self._producer.produce(self.topic, value=value, key=key, headers=headers,
@@ -174,7 +174,7 @@ class _CommitPartitionFiles(beam.DoFn):
         self.files.inc(len(group.files))
         if self._dlq is not None and group.reject_rows:
             for b in batches:
-                self._dlq.send(self._source_topic, b.dlq_values)
+                self._dlq.send(self._source_topic, partition, b.dlq_values)
             self._dlq.flush()
             if self._dlq.failed:
                 self.dlq_failed.inc(self._dlq.failed)

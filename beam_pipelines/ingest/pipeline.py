@@ -9,6 +9,8 @@ unbounded pipeline whose buffer is a trigger.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import signal
 import sys
@@ -83,15 +85,42 @@ def build(pipeline: beam.Pipeline, opts: IngestOptions, starts: list, bounds: Pa
     )
 
 
-def beam_options(opts: IngestOptions, beam_args: Sequence[str]) -> PipelineOptions:
+def _check_beam_args(args: list, local: bool) -> None:
+    """Refuse, in one line, what Beam would drop with a warning (an unknown
+    flag), print pages of usage for (a bad value), or run wrongly (workers)."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
     from lake.errors import ConfigError
 
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    usage = io.StringIO()
+    try:
+        beam_log.setLevel(logging.ERROR)  # "Discarding unparseable args": we say it ourselves
+        with contextlib.redirect_stderr(usage):
+            options = PipelineOptions(args)
+            known = set(options.get_all_options())
+            unknown = set(options.get_all_options(retain_unknown_options=True)) - known
+            workers = options.view_as(DirectOptions).direct_num_workers
+    except SystemExit:  # argparse: a bad value for a Beam option
+        lines = usage.getvalue().strip().splitlines()
+        detail = lines[-1].split("error: ", 1)[-1] if lines else " ".join(args)
+        raise ConfigError(f"bad Beam pipeline option: {detail}") from None
+    finally:
+        beam_log.setLevel(level)
+    flags = [a for a in args if a.startswith("-") and a.lstrip("-").split("=", 1)[0].replace("-", "_") in unknown]
+    if flags:
+        raise ConfigError(f"unrecognized arguments: {' '.join(flags)} (neither an ingest flag nor a Beam "
+                          "pipeline option; see `lake ingest --help`)")
+    if local and workers != 1:
+        raise ConfigError("--direct_num_workers must be 1: FnApiRunner with more workers drops "
+                          "deferred splittable-DoFn work (measured: half the rows lost)")
+
+
+def beam_options(opts: IngestOptions, beam_args: Sequence[str]) -> PipelineOptions:
     args = list(beam_args)
+    _check_beam_args(args, opts.local)
     if opts.local:
-        for a in args:
-            if a.startswith("--direct_num_workers") and a.split("=", 1)[-1].strip() not in ("1", "--direct_num_workers"):
-                raise ConfigError("--direct_num_workers must be 1: FnApiRunner with more workers drops "
-                                  "deferred splittable-DoFn work (measured: half the rows lost)")
         args += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
     else:
         args += ["--streaming"]
@@ -132,6 +161,7 @@ def run_ingest(opts: IngestOptions, beam_args: Sequence[str] = (), progress=None
     from lake.broker import partition_count, wait_until_reachable
 
     opts.validate()
+    beam_options(opts, beam_args)  # bad Beam flags fail here, before any connection
     wait_until_reachable(opts.bootstrap, timeout=10)
     partitions = partition_count(opts.bootstrap, opts.topic)
     store = BronzeStore(opts.lake_root)
@@ -139,6 +169,7 @@ def run_ingest(opts: IngestOptions, beam_args: Sequence[str] = (), progress=None
     deadline = None if opts.max_seconds is None else time.monotonic() + opts.max_seconds
     lateness_ms = int(opts.allowed_lateness_seconds * 1000)
     STOP_REQUESTED.clear()
+    quiet_seconds = 0.0  # how long consecutive passes read nothing: idleness outlives a pass
     try:
         while True:
             budget = opts.buffer_seconds if deadline is None else min(opts.buffer_seconds, deadline - time.monotonic())
@@ -147,7 +178,11 @@ def run_ingest(opts: IngestOptions, beam_args: Sequence[str] = (), progress=None
                 idle_seconds=opts.until_idle if opts.until_idle is not None else opts.idle_flush_seconds,
             )
             one = run_pass(opts, beam_args, store, partitions, bounds)
-            drained = opts.until_idle is not None and all(r == "idle" for r in one.ended_by.values())
+            quiet_seconds = quiet_seconds + one.seconds if one.records == 0 else 0.0
+            # A pass shorter than the idle bound (--buffer-seconds <= --until-idle) always ends by
+            # time first: the topic is drained when passes have read nothing for that long.
+            drained = opts.until_idle is not None and (all(r == "idle" for r in one.ended_by.values())
+                                                       or quiet_seconds >= opts.until_idle)
             one.closed_hours = store.close_hours(partitions, lateness_ms, drained=drained)
             report.passes.append(one)
             if progress is not None:
