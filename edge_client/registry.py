@@ -83,10 +83,13 @@ def read_registry(lake_root: str) -> pa.Table:
     """The registry as an Arrow table (empty, with its schema, when there is none yet)."""
     from deltalake import DeltaTable
 
+    from lake_schemas.storage import delta_dataset
+
     path = registry_path(lake_root)
     if not DeltaTable.is_deltatable(path):
         return REGISTRY_SCHEMA.empty_table()
-    return DeltaTable(path).to_pyarrow_table().select(REGISTRY_SCHEMA.names)
+    # Through pyarrow's filesystem: deltalake's own one aborts the process at exit.
+    return delta_dataset(path).to_table(columns=REGISTRY_SCHEMA.names).cast(REGISTRY_SCHEMA)
 
 
 def import_registry_csv(lake_root: str, path: Union[str, Path],

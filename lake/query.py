@@ -36,11 +36,12 @@ def table_dataset(lake_root: str, name: str):
         return ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive",
                           exclude_invalid_files=False, ignore_prefixes=[".", "_"])
 
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from lake_schemas.storage import delta_dataset
+
     try:
-        return DeltaTable(location).to_pyarrow_dataset()
+        return delta_dataset(location)
     except TableNotFoundError:
         return None
 

@@ -49,6 +49,11 @@ def parse_hour(text: str) -> _dt.datetime:
         raise ValueError(f"not an hour: {text!r} (expected YYYY-MM-DDTHH, e.g. 2026-03-01T08)") from None
 
 
+def format_hour(hour_start_ms: int) -> str:
+    """Inverse of ``parse_hour``: epoch ms -> ``2026-03-01T08``."""
+    return _dt.datetime.fromtimestamp(hour_start_ms / 1000, tz=_dt.timezone.utc).strftime(HOUR_FORMAT)
+
+
 def hour_partition(hour_start_ms: int) -> str:
     """``year=YYYY/month=MM/day=DD/hour=HH`` of the UTC hour starting at ``hour_start_ms``."""
     t = _dt.datetime.fromtimestamp(hour_start_ms / 1000, tz=_dt.timezone.utc)

@@ -23,3 +23,19 @@ def fs_path(root: str, uri_or_path: str) -> str:
     if "://" not in root:
         return uri_or_path
     return uri_or_path.split("://", 1)[1]
+
+
+def delta_dataset(table_uri: str, **kwargs):
+    """``DeltaTable(table_uri).to_pyarrow_dataset(**kwargs)`` read through a pyarrow filesystem.
+
+    deltalake's own filesystem handler (used when no ``filesystem`` is given)
+    leaves runtime threads that abort the interpreter at exit ("terminate
+    called without an active exception", exit 134, deltalake 1.6.6); pyarrow's
+    filesystem rooted at the table does not. ``kwargs`` go to
+    ``to_pyarrow_dataset``; a ``DeltaTable`` may be passed as ``table=``.
+    """
+    from deltalake import DeltaTable
+
+    table = kwargs.pop("table", None) or DeltaTable(table_uri)
+    fs, root = filesystem(table_uri)
+    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs), **kwargs)

@@ -69,10 +69,22 @@ SILVER_SCHEMA = pa.schema(
     ]
 )
 
-#: Quarantine keeps the Silver row as parsed plus why, and the Bronze file
-#: it came from, so anyone can find the original message.
-QUARANTINE_SCHEMA = SILVER_SCHEMA.append(pa.field("reason", pa.string(), nullable=False)).append(
-    pa.field("bronze_hour", pa.string(), nullable=False)
+#: Quarantine keeps the Silver row as parsed (after time correction and
+#: enrichment; ``zone_id`` stays null since the position is not trusted), why
+#: (``reason``, a ``lake_schemas.rules.QuarantineReason``), and where the
+#: message is in Bronze (hour, file, Kafka partition and offset) with its
+#: payload as received. Fields a malformed payload cannot give are nullable;
+#: ``event_date`` is then the ingest date. Re-running an hour replaces that
+#: hour's rows (``bronze_hour``).
+_QUARANTINE_REQUIRED = {"ingest_ts", "event_date", "ts_corrected", "vehicle_type", "kafka_partition", "kafka_offset"}
+QUARANTINE_SCHEMA = pa.schema(
+    [f if f.name in _QUARANTINE_REQUIRED else f.with_nullable(True) for f in SILVER_SCHEMA]
+    + [
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("bronze_hour", pa.string(), nullable=False),  # "2026-03-01T08"
+        pa.field("bronze_file", pa.string(), nullable=False),  # file name inside that hour's partition
+        pa.field("payload", pa.string(), nullable=False),
+    ]
 )
 
 GOLD_VEHICLE_HOURLY_SCHEMA = pa.schema(

@@ -1,0 +1,98 @@
+"""The Gold job's composite transforms, in pipeline order.
+
+    ReadSilverDay | ShardByVehicle | ComputeGold | CommitGold
+
+Elements are Arrow tables (a Silver file, then a vehicle shard); the work is
+in ``compute`` and ``commit``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Iterable
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.metrics import Metrics
+
+from lake.errors import LakeDataError
+from lake_schemas.storage import filesystem, fs_path
+from lake_schemas.tables import SILVER_SCHEMA
+
+from ..sharding import ShardByVehicle
+from .commit import commit_day
+from .compute import combine_parts, compute_gold
+
+__all__ = ["NAMESPACE", "ReadSilverDay", "ShardByVehicle", "ComputeGold", "CommitGold", "read_silver_file"]
+
+NAMESPACE = "lake.gold"
+
+
+def read_silver_file(lake_root: str, uri: str, day: _dt.date) -> pa.Table:
+    """One data file of Silver's ``event_date=day`` partition as ``SILVER_SCHEMA`` rows."""
+    fs, _ = filesystem(lake_root)
+    try:
+        with fs.open_input_file(fs_path(lake_root, uri)) as f:
+            table = pq.read_table(f, columns=[n for n in SILVER_SCHEMA.names if n != "event_date"])
+    except (OSError, pa.ArrowException) as exc:
+        raise LakeDataError(f"Silver file {uri} is unreadable: {str(exc).strip().splitlines()[0]}") from None
+    table = table.append_column("event_date", pa.array([day] * table.num_rows, pa.date32()))
+    return table.select(SILVER_SCHEMA.names).cast(SILVER_SCHEMA)
+
+
+class _ReadSilverFile(beam.DoFn):
+    def __init__(self, lake_root: str, day: _dt.date):
+        self.lake_root, self.day = lake_root, day
+
+    def process(self, uri: str) -> Iterable[pa.Table]:
+        table = read_silver_file(self.lake_root, uri, self.day)
+        Metrics.counter(NAMESPACE, "silver_rows").inc(table.num_rows)
+        yield table
+
+
+class ReadSilverDay(beam.PTransform):
+    """The data files of one Silver day (listed from one table version) -> Arrow tables."""
+
+    def __init__(self, lake_root: str, day: _dt.date, files: Iterable[str]):
+        super().__init__()
+        self.lake_root, self.day, self.files = lake_root, day, list(files)
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Files" >> beam.Create(self.files)
+                | "Read" >> beam.ParDo(_ReadSilverFile(self.lake_root, self.day)))
+
+
+class ComputeGold(beam.PTransform):
+    """A vehicle shard of the day -> ``compute.GoldParts``."""
+
+    def __init__(self, day: _dt.date):
+        super().__init__()
+        self.day = day
+
+    def expand(self, shards):
+        return shards | "Compute" >> beam.Map(compute_gold, self.day)
+
+
+class _Commit(beam.DoFn):
+    def __init__(self, lake_root: str, day: _dt.date, gate):
+        self.lake_root, self.day, self.gate = lake_root, day, gate
+
+    def process(self, parts: list):
+        result = commit_day(self.lake_root, self.day, combine_parts(parts), gate=self.gate)
+        for name in ("vehicle_hours", "zone_hours", "vehicles", "state_inserted", "state_updated"):
+            Metrics.counter(NAMESPACE, name).inc(getattr(result, name))
+        yield result
+
+
+class CommitGold(beam.PTransform):
+    """Every shard's ``GoldParts`` -> one gated commit of the day."""
+
+    def __init__(self, lake_root: str, day: _dt.date, gate=None):
+        super().__init__()
+        self.lake_root, self.day, self.gate = lake_root, day, gate
+
+    def expand(self, parts):
+        return (parts
+                | "Gather" >> beam.combiners.ToList()
+                | "Commit" >> beam.ParDo(_Commit(self.lake_root, self.day, self.gate)))

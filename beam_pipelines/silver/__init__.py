@@ -1,0 +1,4 @@
+"""Silver: one Bronze hour -> ``silver/telemetry`` (Delta MERGE) and ``silver/quarantine``.
+
+``ReadBronzeHour | ParseTelemetry | ShardByVehicle | CleanTelemetry | CommitSilver``.
+"""

@@ -1,0 +1,186 @@
+"""Publish one cleaned Bronze hour: gate, MERGE into Silver, replace its quarantine.
+
+Idempotent by construction: the MERGE inserts only ``(vehicle_id,
+event_id)`` pairs Silver does not hold, and the hour's quarantine rows are
+replaced as a whole (and not even rewritten when unchanged), so running an
+hour again commits nothing. Each write retries when a concurrent run (another
+hour) won the commit race. Silver is written before the quarantine: a run
+killed between the two leaves Silver right and the next run completes the
+quarantine.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from lake_schemas import LakePaths
+from lake_schemas.rules import DEDUP_KEY
+from lake_schemas.storage import delta_dataset, filesystem, fs_path
+from lake_schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA
+
+from ..delta_tables import check_existing, date_list_sql, open_table, with_commit_retries
+from .clean import CleanBatch
+
+__all__ = ["SilverCommit", "commit_hour", "check_existing_tables", "resolve_lone_positions", "silver_table",
+           "quarantine_table"]
+
+LOG = logging.getLogger(__name__)
+PARTITION = "event_date"
+
+#: ``gate(silver, quarantine, stats, bronze_hour)`` raises ``QualityGateFailed`` to stop the commit.
+Gate = Callable[[pa.Table, pa.Table, dict, str], None]
+
+
+@dataclass
+class SilverCommit:
+    inserted: int = 0  # new Silver rows
+    already_in_silver: int = 0  # candidates Silver held from an earlier hour or run
+    quarantined: int = 0
+    quarantine_written: bool = False
+    stats: dict = field(default_factory=dict)
+
+
+def silver_table(lake_root: str):
+    return open_table(LakePaths(lake_root).table("silver_telemetry"), SILVER_SCHEMA, "silver_telemetry",
+                      partition_by=[PARTITION],
+                      description="clean telemetry events, one row per (vehicle_id, event_id)")
+
+
+def quarantine_table(lake_root: str):
+    return open_table(LakePaths(lake_root).table("silver_quarantine"), QUARANTINE_SCHEMA, "silver_quarantine",
+                      partition_by=[PARTITION], description="rows Silver's rules refused, with the reason")
+
+
+def check_existing_tables(lake_root: str) -> None:
+    """Refuse (``LakeDataError``) a Silver or quarantine table of another schema, creating nothing."""
+    paths = LakePaths(lake_root)
+    check_existing(paths.table("silver_telemetry"), SILVER_SCHEMA, "silver_telemetry")
+    check_existing(paths.table("silver_quarantine"), QUARANTINE_SCHEMA, "silver_quarantine")
+
+
+def resolve_lone_positions(lake_root: str, batch: CleanBatch) -> CleanBatch:
+    """Drop lone lat/lon halves whose position Silver already holds: they are redeliveries."""
+    q = batch.quarantine
+    lone_mask = pc.is_valid(q["position_event_id"])
+    lone = q.filter(lone_mask)
+    if lone.num_rows == 0:
+        return batch
+    # The position row has its sender's date or, when its time was corrected, its ingest date: look at both.
+    dates = set(pc.unique(lone["event_date"]).to_pylist()) | _sender_dates(lone["position_event_id"])
+    held = _silver_keys(lake_root, pc.unique(lone["position_event_id"]), dates)
+    if not held:
+        return batch
+    key = pc.binary_join_element_wise(q["vehicle_id"], q["position_event_id"], "\x00")
+    held_keys = pa.array([f"{v}\x00{e}" for v, e in held], pa.string())
+    redelivered = pc.and_(pc.is_in(key, value_set=held_keys).fill_null(False), lone_mask)
+    stats = dict(batch.stats)
+    for reason, count in Counter(q.filter(redelivered)["reason"].to_pylist()).items():
+        stats[f"quarantined_{reason}"] -= count
+        stats["duplicates"] = stats.get("duplicates", 0) + count
+    return batch._replace(quarantine=q.filter(pc.invert(redelivered)), stats=stats)
+
+
+def _sender_dates(position_ids) -> set:
+    """UTC dates of the timestamps in ``{did}:lat:{timestamp}`` ids (a did has no colon)."""
+    ms = pc.cast(pc.replace_substring_regex(position_ids, r"^.*:", ""), pa.int64())
+    return set(pc.unique(pc.cast(pc.cast(ms, pa.timestamp("ms", tz="UTC")), pa.date32())).to_pylist())
+
+
+def _silver_keys(lake_root: str, event_ids: pa.Array, dates: set) -> set:
+    from deltalake import DeltaTable
+
+    path = LakePaths(lake_root).table("silver_telemetry")
+    if not DeltaTable.is_deltatable(path) or not dates:
+        return set()
+    # Prune by partition only: a filter on a string column trips over the string_view
+    # statistics deltalake gives the dataset (pyarrow 25), so event ids are matched in memory.
+    found = delta_dataset(path).to_table(columns=list(DEDUP_KEY),
+                                         filter=ds.field(PARTITION).isin(pa.array(sorted(dates), pa.date32())))
+    found = found.filter(pc.is_in(found["event_id"], value_set=event_ids))
+    return set(zip(found["vehicle_id"].to_pylist(), found["event_id"].to_pylist()))
+
+
+def _merge_silver(lake_root: str, silver: pa.Table, dates: frozenset) -> int:
+    """Insert the rows Silver does not hold; return how many were inserted."""
+    if silver.num_rows == 0:
+        return 0
+    predicate = (f"t.vehicle_id = s.vehicle_id AND t.event_id = s.event_id AND "
+                 f"{date_list_sql('t.' + PARTITION, dates)}")
+
+    def merge() -> int:
+        metrics = (
+            silver_table(lake_root)
+            .merge(silver, predicate=predicate, source_alias="s", target_alias="t")
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return int(metrics.get("num_target_rows_inserted", 0))
+
+    return with_commit_retries(merge, "MERGE into silver/telemetry")
+
+
+_QUARANTINE_KEY = ["kafka_partition", "kafka_offset", "reason", "event_id"]
+
+
+def _same_rows(existing: pa.Table, new: pa.Table) -> bool:
+    if existing.num_rows != new.num_rows:
+        return False
+    if new.num_rows == 0:
+        return True
+    order = [(c, "ascending") for c in _QUARANTINE_KEY]
+    new = new.select(_QUARANTINE_KEY)
+    return existing.select(_QUARANTINE_KEY).cast(new.schema).sort_by(order).equals(new.sort_by(order))
+
+
+def _hour_rows(lake_root: str, table, bronze_hour: str) -> pa.Table:
+    """The key columns of the quarantine's rows of ``bronze_hour``, reading only files whose statistics may hold it."""
+    fs, _ = filesystem(lake_root)
+    columns = _QUARANTINE_KEY + ["bronze_hour"]
+    files = table.file_uris(file_pruning_predicate=f"bronze_hour = '{bronze_hour}'")
+    parts = [pq.read_table(fs_path(lake_root, f), columns=columns, filesystem=fs) for f in files]
+    rows = pa.concat_tables(parts) if parts else pa.table({c: [] for c in columns})
+    return rows.filter(pc.equal(rows["bronze_hour"], bronze_hour)) if rows.num_rows else rows
+
+
+def _replace_quarantine(lake_root: str, rows: pa.Table, bronze_hour: str) -> bool:
+    """Make the quarantine's rows of ``bronze_hour`` exactly ``rows``; return whether a commit was needed."""
+    from deltalake import write_deltalake
+
+    def replace() -> bool:
+        table = quarantine_table(lake_root)
+        if _same_rows(_hour_rows(lake_root, table, bronze_hour), rows):
+            return False
+        write_deltalake(table, rows, mode="overwrite", predicate=f"bronze_hour = '{bronze_hour}'",
+                        partition_by=[PARTITION])
+        return True
+
+    return with_commit_retries(replace, "replace the hour in silver/quarantine")
+
+
+def commit_hour(lake_root: str, batch: CleanBatch, bronze_hour: str, gate: Optional[Gate] = None,
+                publish: bool = True) -> SilverCommit:
+    """Gate ``batch`` (all shards of ``bronze_hour``), then publish it; see the module docstring.
+
+    With ``publish=False`` (``lake validate silver --hour``) the batch is gated and nothing is written.
+    """
+    batch = resolve_lone_positions(lake_root, batch)
+    quarantine = batch.quarantine.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
+    check_existing_tables(lake_root)  # an incompatible table fails here, before anything is written
+    stats = dict(batch.stats)
+    if gate is not None:
+        outcome = gate(batch.silver, quarantine, batch.stats, bronze_hour)
+        stats["gate_warnings"] = len(getattr(outcome, "warnings", ()))
+    if not publish:
+        return SilverCommit(0, 0, quarantine.num_rows, False, stats)
+    inserted = _merge_silver(lake_root, batch.silver, batch.dates)
+    written = _replace_quarantine(lake_root, quarantine, bronze_hour)
+    stats["inserted"] = inserted
+    stats["already_in_silver"] = batch.silver.num_rows - inserted
+    return SilverCommit(inserted, batch.silver.num_rows - inserted, quarantine.num_rows, written, stats)

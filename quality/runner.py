@@ -1,0 +1,210 @@
+"""Running suites with Great Expectations and keeping what they found.
+
+For a local lake, Great Expectations' file context lives in
+``{LAKE_ROOT}/_quality/gx``: suites, checkpoints, every validation result,
+and the Data Docs HTML (``_quality/gx/uncommitted/data_docs/local_site/
+index.html``). Besides, each gate run writes a one-file summary to
+``{LAKE_ROOT}/_quality/results/{layer}/{key}/{time}.json``, which is also
+how results are kept for an ``s3://`` or ``gs://`` lake (where Great
+Expectations runs in memory and no Data Docs are built).
+
+Gates of several jobs may run at once: on a local lake they take turns on a
+file lock, since Great Expectations rewrites its JSON configuration files.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import pyarrow as pa
+
+from lake_schemas import LakePaths
+from lake_schemas.storage import filesystem, fs_path, is_local
+
+from .suites import build_suite, gx, rules_of
+
+__all__ = ["RuleResult", "GateResult", "Batch", "run_suites", "docs_index"]
+
+_DATASOURCE = "lake"
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    action: str  # warn | drop | fail
+    success: bool
+    expectation: str
+    column: Optional[str]
+    detail: str
+
+
+@dataclass
+class GateResult:
+    layer: str  # "silver", "gold", "bronze"
+    key: str  # the hour or day validated
+    rules: list = field(default_factory=list)
+    docs: Optional[str] = None  # Data Docs index (local lakes)
+    summary_path: Optional[str] = None
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.rules if r.action == "fail" and not r.success]
+
+    @property
+    def warnings(self) -> list:
+        return [r for r in self.rules if r.action == "warn" and not r.success]
+
+    @property
+    def dropped(self) -> dict:
+        return {r.rule: r.detail for r in self.rules if r.action == "drop"}
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+    def describe_failures(self) -> str:
+        return "; ".join(f"{r.rule} ({r.expectation}{' on ' + r.column if r.column else ''}: {r.detail})"
+                         for r in self.failed)
+
+
+@dataclass
+class Batch:
+    """One dataframe to validate against the rules of ``table`` with ``scope``."""
+
+    table: str
+    scope: str
+    data: pa.Table
+
+
+def docs_index(lake_root: str) -> Optional[str]:
+    """The Data Docs page of a local lake (None for remote lakes)."""
+    if not is_local(lake_root):
+        return None
+    return os.path.join(_quality_dir(lake_root), "gx", "uncommitted", "data_docs", "local_site", "index.html")
+
+
+def _quality_dir(lake_root: str) -> str:
+    return LakePaths(lake_root).quality
+
+
+@contextmanager
+def _context(lake_root: str):
+    """A Great Expectations context for ``lake_root``, holding the quality lock on local lakes."""
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    if not is_local(lake_root):
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        yield context
+        return
+    directory = _quality_dir(lake_root)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            context = gx.get_context(mode="file", project_root_dir=directory)
+            context.variables.progress_bars = ProgressBarsConfig(globally=False)
+            yield context
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _checkpoint(context, name: str, suite):
+    source = context.data_sources.add_or_update_pandas(_DATASOURCE)
+    asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
+    batch = asset.batch_definitions[0] if asset.batch_definitions else asset.add_batch_definition_whole_dataframe(name)
+    suite = context.suites.add_or_update(suite)
+    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch,
+                                                                                       suite=suite))
+    # No UpdateDataDocsAction: the docs are built once per gate, after all its suites ran.
+    return context.checkpoints.add_or_update(gx.Checkpoint(
+        name=name, validation_definitions=[definition], actions=[],
+        result_format={"result_format": "BASIC", "partial_unexpected_count": 5}))
+
+
+def _detail(result: dict) -> str:
+    if "unexpected_count" in result and result.get("element_count") is not None:
+        share = result.get("unexpected_percent")
+        text = f"{result['unexpected_count']:,} of {result['element_count']:,} rows"
+        text += f" ({share:.1f}%)" if share is not None and result["unexpected_count"] else ""
+        examples = result.get("partial_unexpected_list") or []
+        if examples and result["unexpected_count"]:
+            text += f", e.g. {', '.join(repr(e) for e in examples[:3])}"
+        return text
+    if "observed_value" in result:
+        observed = result["observed_value"]
+        return f"observed {observed if not isinstance(observed, list) else ', '.join(map(str, observed[:8]))}"
+    return "no detail"
+
+
+def _results(checkpoint_result) -> list:
+    out = []
+    for validation in checkpoint_result.run_results.values():
+        for r in validation.results:
+            config = r.expectation_config
+            meta = config.meta or {}
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                detail = f"could not be evaluated: {r.exception_info.get('exception_message')}"
+            else:
+                detail = _detail(r.result or {})
+            out.append(RuleResult(meta.get("rule", config.type), meta.get("action", "fail"), bool(r.success),
+                                  config.type, config.kwargs.get("column"), detail))
+    return out
+
+
+def _write_summary(lake_root: str, result: GateResult) -> str:
+    fs, _ = filesystem(lake_root)
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    directory = f"{fs_path(lake_root, _quality_dir(lake_root))}/results/{result.layer}/{result.key}"
+    fs.create_dir(directory, recursive=True)
+    path = f"{directory}/{now}.json"
+    body = {"layer": result.layer, "key": result.key, "success": result.success, "validated_at": now,
+            "failed": [r.rule for r in result.failed], "warnings": [r.rule for r in result.warnings],
+            "rules": [asdict(r) for r in result.rules], "data_docs": result.docs}
+    with fs.open_output_stream(path) as out:
+        out.write(json.dumps(body, indent=1, default=str).encode())
+    return path
+
+
+def _frame(data: pa.Table, rules: list, schema_only: bool):
+    """What Great Expectations gets: no rows for schema rules, else only the columns the rules read.
+
+    (Great Expectations filters the whole dataframe for each expectation and
+    fingerprints it by pickling when a column is a list: both cost seconds
+    per million rows for columns no rule reads.)
+    """
+    if schema_only:
+        return data.slice(0, 0).to_pandas()
+    used = {c for r in rules for c in r.columns}
+    return data.select([c for c in data.column_names if c in used]).to_pandas()
+
+
+def run_suites(lake_root: str, layer: str, key: str, batches: list, parameters: Optional[dict] = None,
+               overrides: Optional[dict] = None) -> GateResult:
+    """Validate each ``Batch`` against its rules; keep the results; return what was found."""
+    local = is_local(lake_root)
+    result = GateResult(layer, key)
+    validated = []
+    with _context(lake_root) as context:
+        for batch in batches:
+            name = f"{batch.table}_{batch.scope}" if batch.scope != "rows" else batch.table
+            for schema_rules in (True, False):
+                rules = rules_of(batch.table, batch.scope, schema_rules)
+                if not rules:
+                    continue
+                suite_name = f"{name}_schema" if schema_rules else name
+                checkpoint = _checkpoint(context, suite_name, build_suite(suite_name, rules, overrides))
+                outcome = checkpoint.run(batch_parameters={"dataframe": _frame(batch.data, rules, schema_rules)},
+                                         expectation_parameters=parameters or {})
+                result.rules.extend(_results(outcome))
+                validated.extend(outcome.run_results)
+        if local:  # only this gate's pages, and the index
+            context.build_data_docs(resource_identifiers=validated)
+    result.docs = docs_index(lake_root) if local else None
+    result.summary_path = _write_summary(lake_root, result)
+    return result

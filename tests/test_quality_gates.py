@@ -1,0 +1,107 @@
+"""The quality gates (Great Expectations): a failing batch is not published."""
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import os
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+import lake_scenario as sc
+from lake.cli import main
+from lake.errors import QualityGateFailed
+from lake_schemas import LakePaths
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("quality") / "lake")
+    sc.build(root)
+    return root
+
+
+def _summaries(root: str, layer: str, key: str) -> list:
+    paths = sorted(glob.glob(f"{root}/_quality/results/{layer}/{key}/*.json"))
+    return [json.load(open(p)) for p in paths]
+
+
+def test_a_failing_silver_batch_is_not_published(lake, capsys):
+    # Hour 08 quarantines 9 of its 38 Bronze rows: more than the default 10%.
+    assert main(["silver", "--hour", sc.H08, "--lake-root", lake]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lake: error: silver batch 2026-03-01T08 failed its quality gate (nothing was "
+                              "published): silver_quarantine_rate")
+    assert "9 of 38 rows (23.7%)" in err[-1]
+    paths = LakePaths(lake)
+    assert not DeltaTable.is_deltatable(paths.table("silver_telemetry"))
+    assert not DeltaTable.is_deltatable(paths.table("silver_quarantine"))
+    summary = _summaries(lake, "silver", sc.H08)[-1]
+    assert summary["success"] is False and summary["failed"] == ["silver_quarantine_rate"]
+    assert summary["warnings"] == ["silver_vehicle_registered"]  # V3 and S2 are not registered
+    dropped = {r["rule"]: r["detail"] for r in summary["rules"] if r["action"] == "drop"}
+    assert dropped["silver_invalid_gps"].startswith("5 of 38 rows")
+    assert os.path.exists(f"{lake}/_quality/gx/uncommitted/data_docs/local_site/index.html")
+
+
+def test_a_higher_threshold_publishes_and_records_the_warning(lake, capsys):
+    assert main(["silver", "--hour", sc.H08, "--lake-root", lake, "--max-quarantine-rate", "0.5"]) == 0
+    assert "23 new silver rows" in capsys.readouterr().out
+    summary = _summaries(lake, "silver", sc.H08)[-1]
+    assert summary["success"] is True and summary["warnings"] == ["silver_vehicle_registered"]
+
+
+def test_gold_gate_passes_and_validate_commands_agree(lake, capsys):
+    assert main(["silver", "--hour", sc.H09, "--lake-root", lake, "--max-quarantine-rate", "0.5"]) == 0
+    assert main(["gold", "--date", "2026-03-01", "--lake-root", lake]) == 0
+    assert _summaries(lake, "gold", "2026-03-01")[-1]["success"] is True
+    for args in (["bronze", "--hour", sc.H08], ["silver", "--date", "2026-03-01"], ["gold", "--date", "2026-03-01"]):
+        assert main(["validate", *args, "--lake-root", lake]) == 0, args
+    out = capsys.readouterr().out
+    assert "gold 2026-03-01: " in out and "no failed rule" in out
+
+
+def test_validate_silver_hour_is_a_dry_run(lake, capsys):
+    version = DeltaTable(LakePaths(lake).table("silver_telemetry")).version()
+    assert main(["validate", "silver", "--hour", sc.H08, "--lake-root", lake]) == 5
+    assert "(it would not be published): silver_quarantine_rate" in capsys.readouterr().err
+    assert DeltaTable(LakePaths(lake).table("silver_telemetry")).version() == version
+
+
+def test_gold_gate_checks_reconciliation_and_keys(lake):
+    from beam_pipelines.gold.compute import GoldParts, finish_zone_hourly, vehicle_hourly, vehicle_state, \
+        zone_hourly_partial
+    from lake_schemas.storage import delta_dataset
+    from lake_schemas.tables import SILVER_SCHEMA
+    from quality.gates import GoldGate
+
+    day = dt.date(2026, 3, 1)
+    silver = delta_dataset(LakePaths(lake).table("silver_telemetry")).to_table()
+    silver = silver.filter(pa.compute.equal(silver["event_date"], pa.scalar(day))).select(SILVER_SCHEMA.names)
+    silver = silver.cast(SILVER_SCHEMA)
+    hourly = vehicle_hourly(silver)
+    zone = finish_zone_hourly(zone_hourly_partial(silver))
+    state = vehicle_state(silver, day)
+    GoldGate(lake)(hourly, zone, state, silver.num_rows, day)  # passes
+    with pytest.raises(QualityGateFailed) as failed:
+        extra = hourly["event_count"][0].as_py()  # the doubled row still reconciles: only the key is wrong
+        GoldGate(lake)(pa.concat_tables([hourly, hourly.slice(0, 1)]), zone, state, silver.num_rows + extra, day)
+    message = str(failed.value)
+    assert "gold_hourly_key_unique" in message and "gold_hourly_reconciles" not in message
+    with pytest.raises(QualityGateFailed, match="gold_hourly_reconciles"):
+        GoldGate(lake)(hourly, zone, state, silver.num_rows - 1, day)
+    assert GoldParts  # the parts type is what CommitGold hands the gate
+
+
+def test_silver_gate_fails_on_duplicate_keys(lake):
+    from lake_schemas.storage import delta_dataset
+    from lake_schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA
+    from quality.gates import SilverGate
+
+    rows = delta_dataset(LakePaths(lake).table("silver_telemetry")).to_table().select(SILVER_SCHEMA.names)
+    rows = rows.cast(SILVER_SCHEMA)
+    doubled = pa.concat_tables([rows, rows.slice(0, 2)])
+    with pytest.raises(QualityGateFailed, match=r"silver_key_unique \(expect_compound_columns_to_be_unique"):
+        SilverGate(lake)(doubled, QUARANTINE_SCHEMA.empty_table(), {"bronze_rows": doubled.num_rows}, "2026-03-01T23")
