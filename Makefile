@@ -16,10 +16,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/lake demo
 
-test: $(STAMP)
+system-deps:
+	@scripts/system-deps
+
+test: $(STAMP) system-deps
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.ingest --events 1000000
 
-.PHONY: install demo test bench
+.PHONY: install system-deps demo test bench
