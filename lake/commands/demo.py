@@ -1,12 +1,23 @@
-"""``lake demo``: the lake end to end on the embedded defaults.
+"""``lake demo``: the whole lake end to end on the embedded defaults.
 
-Starts the embedded broker, simulates 200 vehicles for 2 simulated hours,
-streams them into Bronze with the Beam pipeline, and shows what landed.
+Starts the embedded broker, simulates a fleet, streams it into Bronze with
+the Beam pipeline, then runs the batch layers the way production does:
+through Airflow's DAGs (``airflow dags test``: the hourly Bronze -> Silver
+DAG for each closed hour, then the daily Silver -> Gold DAG), gates
+included. Ends with a Gold summary, where the Data Docs are, and how to open
+the Airflow UI. ``--direct`` runs the same jobs without Airflow.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import sys
 import time
+
+GOLD_SUMMARY_SQL = (
+    "SELECT vehicle_type, count(DISTINCT vehicle_id) AS vehicles, sum(event_count) AS events, "
+    "round(sum(distance_km), 1) AS km, round(sum(usage_seconds) / 3600.0, 1) AS hours_in_use, "
+    "round(avg(soc_avg), 1) AS avg_soc, sum(low_battery_events) AS low_battery_events "
+    "FROM gold_vehicle_hourly WHERE event_date = DATE '{day}' GROUP BY vehicle_type ORDER BY km DESC")
 
 
 def register(sub, common) -> None:
@@ -16,6 +27,8 @@ def register(sub, common) -> None:
     p.add_argument("--shape", choices=["snapshot", "signal", "mixed"], default="mixed",
                    help="message shape (default mixed: some vehicles send snapshots, some fragmented signals)")
     p.add_argument("--port", type=int, default=9092, help="embedded broker port (default 9092)")
+    p.add_argument("--direct", action="store_true",
+                   help="run the Silver and Gold jobs directly instead of through Airflow's DAGs")
     p.set_defaults(func=run)
 
 
@@ -24,26 +37,37 @@ def _step(text: str) -> None:
 
 
 def run(args, settings) -> int:
+    started = time.monotonic()
+    print(f"lake root: {settings.lake_root}")
+    settings = _broker(args, settings)
+    _simulate(args, settings)
+    hours = _ingest(settings)
+    days = sorted({_dt.datetime.fromtimestamp(h / 1000, _dt.timezone.utc).date() for h in hours})
+    _batch_direct(settings.lake_root, hours, days)
+    _finish(settings, days, started)
+    return 0
+
+
+def _broker(args, settings):
     import os
 
+    from .. import broker
+    from ..settings import Settings
+
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.bootstrap:
+        _step("embedded Kafka-protocol broker (Tansu)")
+        info = broker.start_broker(settings.lake_root, args.port, topics=[settings.topic, settings.dlq_topic])
+        print(f"broker at {info.bootstrap} (log {info.log})")
+        return Settings(settings.lake_root, info.bootstrap, settings.topic, settings.dlq_topic)
+    broker.ensure_topics(settings.bootstrap, [settings.topic, settings.dlq_topic])
+    return settings
+
+
+def _simulate(args, settings) -> None:
     from edge_client.config import Imperfections, SimulationConfig, parse_duration
     from edge_client.registry import register_fleet
     from edge_client.senders import KafkaSender
     from edge_client.simulate import simulate
-
-    from .. import broker
-    from ..settings import Settings
-    from .ingest import _print_pass
-
-    started = time.monotonic()
-    print(f"lake root: {settings.lake_root}")
-    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.bootstrap:
-        _step("embedded Kafka-protocol broker (Tansu)")
-        info = broker.start_broker(settings.lake_root, args.port, topics=[settings.topic, settings.dlq_topic])
-        settings = Settings(settings.lake_root, info.bootstrap, settings.topic, settings.dlq_topic)
-        print(f"broker at {info.bootstrap} (log {info.log})")
-    else:
-        broker.ensure_topics(settings.bootstrap, [settings.topic, settings.dlq_topic])
 
     _step(f"simulating {args.vehicles} vehicles for {args.duration} ({args.shape} shape) -> {settings.topic}")
     config = SimulationConfig(vehicles=args.vehicles, duration_s=parse_duration(args.duration), shape=args.shape,
@@ -54,44 +78,65 @@ def run(args, settings) -> int:
     sender.close()
     print(stats.summary())
 
-    _step("streaming ingest (Beam, FnApiRunner): Kafka -> Bronze, until the topic is drained")
+
+def _ingest(settings) -> list:
+    """Kafka -> Bronze until the topic is drained; return the closed hours (epoch ms), oldest first."""
+    from beam_pipelines.ingest.bronze_state import BronzeStore
     from beam_pipelines.ingest.options import IngestOptions
     from beam_pipelines.ingest.pipeline import run_ingest
 
+    from .ingest import _print_pass
+
+    _step("streaming ingest (Beam, FnApiRunner): Kafka -> Bronze, until the topic is drained")
     opts = IngestOptions(lake_root=settings.lake_root, bootstrap=settings.bootstrap, topic=settings.topic,
                          dlq_topic=settings.dlq_topic, until_idle=1.0)
     report = run_ingest(opts, progress=_print_pass)
     print(f"ingested {report.total('records'):,} records: {report.total('bronze_rows'):,} bronze, "
-          f"{report.total('reject_rows'):,} rejects")
-
-    _step("what landed in Bronze")
-    from beam_pipelines.ingest.bronze_state import BronzeStore
-
-    store = BronzeStore(settings.lake_root)
-    files = store.files()
-    for table in store.tables:
-        print(f"{table}: {sum(1 for f in files if f.table == table)} Parquet files under "
-              f"{getattr(store.paths, 'bronze' if table == 'bronze_telemetry' else 'rejects')}")
-    print(f"complete hours (_COMPLETE written): {len(store.complete_hours())}")
-    _show(settings.lake_root, "rows per hour (Kafka record time, UTC)",
-          "SELECT year, month, day, hour, count(*) AS rows, count(DISTINCT vehicle_id) AS vehicles, "
-          "min(kafka_offset) AS min_offset, max(kafka_offset) AS max_offset FROM bronze_telemetry "
-          "GROUP BY ALL ORDER BY ALL")
-    _show(settings.lake_root, "rejects by reason",
-          "SELECT reason, count(*) AS rows FROM bronze_rejects GROUP BY 1 ORDER BY 2 DESC")
-    print(f"\ndone in {time.monotonic() - started:.0f}s. Try:\n"
-          f"  lake query --lake-root {settings.lake_root} \"SELECT vehicle_id, count(*) FROM bronze_telemetry "
-          "GROUP BY 1 ORDER BY 2 DESC LIMIT 5\"\n"
-          f"  lake broker stop --lake-root {settings.lake_root}")
-    return 0
+          f"{report.total('reject_rows'):,} rejects (by reason below)")
+    _show(settings.lake_root, None, "SELECT reason, count(*) AS rows FROM bronze_rejects GROUP BY 1 ORDER BY 2 DESC")
+    return sorted(BronzeStore(settings.lake_root).complete_hours())
 
 
-def _show(lake_root: str, title: str, sql: str) -> None:
+def _batch_direct(lake_root: str, hours: list, days: list) -> None:
+    from beam_pipelines.gold.options import GoldOptions
+    from beam_pipelines.gold.pipeline import run_gold
+    from beam_pipelines.silver.options import SilverOptions
+    from beam_pipelines.silver.pipeline import run_silver
+    from lake_schemas.paths import format_hour
+
+    _step(f"Silver (Beam batch + quality gate), one run per closed Bronze hour: {len(hours)} hour(s)")
+    for i, hour in enumerate(hours, 1):
+        report = run_silver(SilverOptions(lake_root=lake_root, hour=format_hour(hour)))
+        print(f"[{i}/{len(hours)}] {report.summary()}", flush=True)
+    _step(f"Gold (Beam batch + quality gate), one run per day: {', '.join(d.isoformat() for d in days)}")
+    for day in days:
+        print(run_gold(GoldOptions(lake_root=lake_root, date=day.isoformat())).summary(), flush=True)
+
+
+def _finish(settings, days: list, started: float) -> None:
+    from quality.runner import docs_index
+
+    for day in days:
+        _show(settings.lake_root, f"Gold, {day.isoformat()}: what the fleet did (gold_vehicle_hourly)",
+              GOLD_SUMMARY_SQL.format(day=day.isoformat()))
+    _show(settings.lake_root, "busiest zones (gold_zone_hourly)",
+          "SELECT zone_id, hour_start, active_vehicles, event_count, round(soc_avg, 1) AS soc_avg "
+          "FROM gold_zone_hourly ORDER BY active_vehicles DESC, event_count DESC LIMIT 5")
+    root = settings.lake_root
+    print(f"\nquality reports (Great Expectations Data Docs): {docs_index(root)}")
+    print(f"done in {time.monotonic() - started:.0f}s. Next:\n"
+          f"  lake query --lake-root {root} \"SELECT * FROM gold_vehicle_state LIMIT 5\"\n"
+          f"  lake airflow up --lake-root {root}     # the Airflow UI with the three DAGs\n"
+          f"  lake broker stop --lake-root {root}")
+
+
+def _show(lake_root: str, title, sql: str) -> None:
     from ..errors import LakeError
     from ..query import query
     from .query import format_table
 
-    print(f"\n{title}:")
+    if title:
+        print(f"\n{title}:")
     try:
         print(format_table(query(sql, lake_root)))
     except LakeError as exc:
