@@ -35,3 +35,9 @@ class QualityGateFailed(LakeError):
     """A batch failed its quality gate and was not published."""
 
     exit_code = 5
+
+
+class AirflowStackError(LakeError):
+    """The local Airflow (``lake airflow up``) could not start or migrate its database."""
+
+    exit_code = 6
