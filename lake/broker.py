@@ -205,7 +205,9 @@ def partition_count(bootstrap: str, topic: str, timeout: float = 10.0) -> int:
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet_logger()})
     try:
-        md = admin.list_topics(topic=topic, timeout=timeout)
+        # All topics, not list_topics(topic=...): a metadata request naming a topic makes brokers
+        # that auto-create topics (Tansu, Kafka's default) create a mistyped one.
+        md = admin.list_topics(timeout=timeout)
     except Exception as exc:  # noqa: BLE001
         raise BrokerUnavailableError(f"no Kafka broker answers at {bootstrap} ({exc})") from None
     meta = md.topics.get(topic)

@@ -415,3 +415,17 @@ def test_bad_flags_and_unreachable_broker_give_one_line_and_an_exit_code(argv, c
     assert err.startswith("lake: error:") and "\n" not in err and "Traceback" not in err, err
     assert time.monotonic() - started < 20
     assert not os.path.exists(os.path.join(lake_root, "bronze"))
+
+
+def test_a_mistyped_topic_is_refused_and_not_created(kafka_bootstrap, lake_root, capsys):
+    from lake.broker import partition_count
+    from lake.errors import BrokerUnavailableError
+
+    for _ in range(2):  # the first attempt must not have created it (brokers auto-create named topics)
+        rc = main(["ingest", "--lake-root", lake_root, "--bootstrap", kafka_bootstrap,
+                   "--topic", "vehicle-telemtry", "--until-idle", "1"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 3 and "topic 'vehicle-telemtry' does not exist" in err, err
+    with pytest.raises(BrokerUnavailableError):
+        partition_count(kafka_bootstrap, "vehicle-telemtry")
+    assert not os.path.exists(os.path.join(lake_root, "bronze"))
