@@ -183,3 +183,27 @@ def files_of(root):
 
 def markers_of(root):
     return markers(SimpleNamespace(lake_root=root))
+
+
+# -- how a streaming runner is driven ----------------------------------------------
+
+@pytest.mark.parametrize("max_seconds", [None, 30.0])
+def test_follow_on_a_streaming_runner_is_one_unbounded_pipeline(settings, monkeypatch, max_seconds):
+    """Passes are a local-runner device: Flink gets a single pipeline that never ends on its own.
+    (The pipeline itself cannot be submitted here: no Flink; ``run_pass`` is recorded instead.)"""
+    import beam_pipelines.ingest.pipeline as ingest_pipeline
+
+    seen = []
+
+    def record(opts, beam_args, store, partitions, bounds):
+        seen.append(bounds)
+        return ingest_pipeline.PassReport()
+
+    monkeypatch.setattr(ingest_pipeline, "run_pass", record)
+    opts = _opts(lake_root=settings.lake_root, bootstrap=settings.bootstrap, topic=settings.topic,
+                 max_seconds=max_seconds)
+    report = run_ingest(opts, ["--flink_master=localhost:8081"])
+    assert len(seen) == 1 and len(report.passes) == 1
+    bounds = seen[0]
+    assert bounds.idle_seconds is None and bounds.max_bytes >= 2 ** 62
+    assert bounds.max_seconds == float("inf") if max_seconds is None else 0 < bounds.max_seconds <= max_seconds

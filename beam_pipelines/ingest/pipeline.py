@@ -169,6 +169,8 @@ def run_ingest(opts: IngestOptions, beam_args: Sequence[str] = (), progress=None
     deadline = None if opts.max_seconds is None else time.monotonic() + opts.max_seconds
     lateness_ms = int(opts.allowed_lateness_seconds * 1000)
     STOP_REQUESTED.clear()
+    if not opts.local and opts.until_idle is None:
+        return _run_unbounded(opts, beam_args, store, partitions, report, deadline, progress)
     quiet_seconds = 0.0  # how long consecutive passes read nothing: idleness outlives a pass
     try:
         while True:
@@ -191,6 +193,23 @@ def run_ingest(opts: IngestOptions, beam_args: Sequence[str] = (), progress=None
                 return report
     finally:
         close_consumers()
+
+
+def _run_unbounded(opts: IngestOptions, beam_args: Sequence[str], store: BronzeStore, partitions: int,
+                   report: IngestReport, deadline: Optional[float], progress) -> IngestReport:
+    """Flink/Dataflow: one streaming pipeline that runs until cancelled (or ``--max-seconds``).
+
+    Its buffer is WriteBronze's trigger and it closes hours itself by
+    watermark, so nothing needs a pass boundary; a restart resumes from what
+    Bronze holds, as a local pass does.
+    """
+    budget = float("inf") if deadline is None else max(deadline - time.monotonic(), 0.0)
+    bounds = PassBounds(max_seconds=budget, max_bytes=sys.maxsize, poll_batch=opts.poll_batch, idle_seconds=None)
+    one = run_pass(opts, beam_args, store, partitions, bounds)
+    report.passes.append(one)
+    if progress is not None:
+        progress(1, one)
+    return report
 
 
 def install_stop_handlers() -> None:
