@@ -32,9 +32,10 @@ setup(
     install_requires=WORKER_REQUIRES,
     extras_require={
         # Airflow is the scheduler's dependency, never a Beam worker's.
-        "airflow": ["apache-airflow>=3.3,<3.4"],
+        "airflow": ["apache-airflow>=3.3,<3.4", "apache-airflow-providers-apache-beam>=6.3,<7"],
         "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
-        "dev": ["apache-airflow>=3.3,<3.4", "pytest>=8,<10", "hypothesis>=6.100,<7"],
+        "dev": ["apache-airflow>=3.3,<3.4", "apache-airflow-providers-apache-beam>=6.3,<7",
+                "pytest>=8,<10", "hypothesis>=6.100,<7"],
     },
     entry_points={"console_scripts": ["lake=lake.cli:main"]},
 )
