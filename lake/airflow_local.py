@@ -1,0 +1,434 @@
+"""A local Airflow for the lake: api-server, scheduler, dag-processor, triggerer.
+
+``airflow standalone`` leaves orphaned workers behind when stopped, so the
+four components run as separate background processes instead, each the
+leader of its own process group (stopping a group also stops the LocalExecutor
+workers and log servers the component forked). Everything lives under the
+Airflow home (``{LAKE_ROOT}/_local/airflow``): the metadata database (SQLite,
+unless ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` names another), ``airflow.cfg``
+with the secrets Airflow generates on first use, and ``run/`` with one pid
+file and one log per component.
+
+The UI login is SimpleAuthManager's: user ``admin`` (role admin) with a
+random password generated into ``run/passwords.json`` on the first ``up``.
+That file is the local stack's only credential; production configures a
+real auth manager instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from .airflow_env import airflow_env, airflow_executable, airflow_home
+from .errors import AirflowStackError, ConfigError
+
+__all__ = ["COMPONENTS", "DEFAULT_PORT", "StackInfo", "ComponentState", "start", "stop", "status",
+           "health", "is_healthy", "run_dir", "stack_env"]
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "127.0.0.1"
+ADMIN_USER = "admin"
+START_TIMEOUT_S = 300.0  # ~17 s on an idle laptop; a loaded 2-core CI box needs far more
+STOP_TIMEOUT_S = 30.0
+MIGRATE_TIMEOUT_S = 300.0
+# Airflow's defaults for the side servers the components open; a second stack
+# on the same machine gets free ports instead of failing to bind.
+_SIDE_PORTS = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": 8974,
+    "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": 8793,
+    "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": 8794,
+}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """What ``up`` started (or found running) and how to log in."""
+
+    url: str
+    user: str
+    password: str
+    home: str
+    database: str  # the connection URL, password hidden
+    pids: Dict[str, int] = field(default_factory=dict)
+    already_running: bool = False
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    name: str
+    pid: Optional[int]  # None: not running
+    log: str
+
+
+def run_dir(home: str) -> Path:
+    return Path(home) / "run"
+
+
+def _pid_file(home: str, component: str) -> Path:
+    return run_dir(home) / f"{component}.pid"
+
+
+def _log_file(home: str, component: str) -> Path:
+    return run_dir(home) / f"{component}.log"
+
+
+def _stack_file(home: str) -> Path:
+    return run_dir(home) / "stack.json"
+
+
+def passwords_file(home: str) -> Path:
+    return run_dir(home) / "passwords.json"
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+def _proc_stat(pid: int) -> Optional[tuple]:
+    """(state, ppid, pgid) of a live process, None when gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[0], int(fields[1]), int(fields[2])
+
+
+def _is_our_leader(pid: int) -> bool:
+    """True when ``pid`` is alive, leads its own group and is an Airflow process.
+
+    The check against the command line keeps a stale pid file, whose pid the
+    kernel has since given to an unrelated program, from getting it killed.
+    """
+    stat = _proc_stat(pid)
+    if stat is None or stat[2] != pid:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"airflow" in cmdline
+
+
+def _all_processes() -> Dict[int, tuple]:
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None:
+                table[int(entry)] = stat
+    return table
+
+
+def _tree(leader: int) -> List[int]:
+    """The live processes of ``leader``'s group plus its descendants (a task may start its own group)."""
+    table = _all_processes()
+    members = {pid for pid, (_, _, pgid) in table.items() if pgid == leader}
+    grew = True
+    while grew:
+        children = {pid for pid, (_, ppid, _) in table.items() if ppid in members} - members
+        members |= children
+        grew = bool(children)
+    return sorted(members)
+
+
+def _reap(pids) -> None:
+    """Collect those of ``pids`` that are exited children of this process (``up`` and ``down`` in one
+    process, as in tests), so they stop counting as alive.  Only ours: reaping others' children would
+    steal their exit codes."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def _read_pid(home: str, component: str) -> Optional[int]:
+    try:
+        return int(_pid_file(home, component).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _running(home: str) -> Dict[str, int]:
+    """Components whose pid file names a live process group of ours; stale pid files are removed."""
+    alive = {}
+    for component in COMPONENTS:
+        pid = _read_pid(home, component)
+        if pid is None:
+            continue
+        _reap([pid])
+        if _is_our_leader(pid):
+            alive[component] = pid
+        else:
+            _pid_file(home, component).unlink(missing_ok=True)
+    return alive
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stack_env(lake_root: str, host: str, port: int, home: Optional[str] = None,
+              dags_folder: Optional[str] = None) -> dict:
+    """``airflow_env`` plus what the four components need to find each other and the login."""
+    env = airflow_env(lake_root, home=home, dags_folder=dags_folder)
+    home = env["AIRFLOW_HOME"]
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    env.setdefault("AIRFLOW__CORE__AUTH_MANAGER",
+                   "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+    env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", f"{ADMIN_USER}:admin")
+    env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords_file(home)))
+    # Tasks report to the api-server's execution API; Airflow assumes localhost:8080.
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://{connect_host}:{port}/execution/")
+    for key, default in _SIDE_PORTS.items():
+        if key not in env:
+            env[key] = str(default if port_free("0.0.0.0", default) else _free_port())
+    return env
+
+
+def _first_user(env: dict) -> str:
+    users = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "")
+    return users.split(",")[0].split(":")[0].strip() or ADMIN_USER
+
+
+def _seed_password(env: dict) -> None:
+    """Give the login user a random password before the api-server would print one to its log."""
+    path = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    try:
+        passwords = json.loads(path.read_text())
+    except (OSError, ValueError):
+        passwords = {}
+    user = _first_user(env)
+    if not isinstance(passwords, dict) or not passwords.get(user):
+        passwords = dict(passwords) if isinstance(passwords, dict) else {}
+        passwords[user] = secrets.token_urlsafe(16)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(passwords) + "\n")
+
+
+def _login(env: dict) -> tuple:
+    user = _first_user(env)
+    try:
+        password = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text()).get(user, "")
+    except (OSError, ValueError, AttributeError):
+        password = ""
+    return user, password
+
+
+def _database(env: dict) -> str:
+    from sqlalchemy.engine import make_url  # Airflow's dependency: present whenever Airflow is
+
+    try:
+        return make_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL: Airflow itself reports it on migrate
+        return "(unparsable AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)"
+
+
+# --- health --------------------------------------------------------------------------------------
+
+def health(url: str, timeout: float = 5.0) -> Optional[dict]:
+    """``/api/v2/monitor/health`` as {component: status}; None when the api-server does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=timeout) as response:
+            body = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+    return {name: (part or {}).get("status") or "absent" for name, part in body.items()}
+
+
+def is_healthy(report: Optional[dict]) -> bool:
+    wanted = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+    return report is not None and all(report.get(name) == "healthy" for name in wanted)
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+# --- up / down / status --------------------------------------------------------------------------
+
+def _stack_meta(home: str) -> dict:
+    try:
+        return json.loads(_stack_file(home).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _migrate(env: dict, home: str, progress: Progress) -> None:
+    progress("airflow: migrating the metadata database ...")
+    log = run_dir(home) / "db-migrate.log"
+    with open(log, "wb") as out:
+        try:
+            code = subprocess.run([airflow_executable(), "db", "migrate"], env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=MIGRATE_TIMEOUT_S).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    if code != 0:
+        tail = _log_tail(log, 5).replace("\n", " | ")
+        raise AirflowStackError(f"`airflow db migrate` failed ({code}) for {_database(env)}: {tail} (log: {log})")
+
+
+def _spawn(component: str, env: dict, home: str, host: str, port: int) -> int:
+    args = [airflow_executable(), component]
+    if component == "api-server":
+        args += ["--host", host, "--port", str(port)]
+    log = _log_file(home, component)
+    with open(log, "ab") as out:
+        out.write(f"\n--- lake airflow up: {component} starting at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # its own group: `down` stops it with its workers
+    _pid_file(home, component).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def start(lake_root: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout: float = START_TIMEOUT_S,
+          progress: Progress = lambda line: None, home: Optional[str] = None,
+          dags_folder: Optional[str] = None) -> StackInfo:
+    """Start the missing components, wait until all four are healthy, return the URL and login.
+
+    Idempotent: a stack that already runs is reported, not restarted; a
+    component that died is started again on the stack's recorded port.
+    On failure or Ctrl-C while waiting, the components started here are stopped.
+    """
+    home = home or airflow_home(lake_root)
+    running = _running(home)
+    meta = _stack_meta(home)
+    if running:  # keep the port the running api-server already listens on
+        host, port = meta.get("host", host), int(meta.get("port", port))
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    env = stack_env(lake_root, host, port, home=home, dags_folder=dags_folder)
+    missing = [c for c in COMPONENTS if c not in running]
+    if not missing:
+        user, password = _login(env)
+        return StackInfo(url=url, user=user, password=password, home=home, database=_database(env),
+                         pids=running, already_running=True)
+    if "api-server" in missing and not port_free(host, port):
+        raise ConfigError(f"port {port} on {host} is taken: stop what listens there or pass --port")
+    run_dir(home).mkdir(parents=True, exist_ok=True)
+    _seed_password(env)
+    _stack_file(home).write_text(json.dumps({"host": host, "port": port, "url": url}) + "\n")
+    _migrate(env, home, progress)
+    started: List[str] = []
+    try:
+        for component in missing:
+            running[component] = _spawn(component, env, home, host, port)
+            started.append(component)
+        progress(f"airflow: started {', '.join(missing)}; waiting until they are healthy at {url} ...")
+        _wait_healthy(home, url, timeout, progress)
+    except BaseException:
+        stop(lake_root, home=home, only=started)
+        raise
+    user, password = _login(env)
+    return StackInfo(url=url, user=user, password=password, home=home, database=_database(env), pids=running)
+
+
+def _wait_healthy(home: str, url: str, timeout: float, progress: Progress) -> None:
+    began = time.monotonic()
+    last_report = began
+    report = None
+    while True:
+        dead = [c for c in COMPONENTS if c not in _running(home)]
+        if dead:
+            log = _log_file(home, dead[0])
+            tail = _log_tail(log, 5).replace("\n", " | ")
+            raise AirflowStackError(f"airflow {dead[0]} exited while starting: {tail} (log: {log})")
+        report = health(url)
+        if is_healthy(report):
+            progress(f"airflow: healthy after {time.monotonic() - began:.0f} s")
+            return
+        now = time.monotonic()
+        if now - began > timeout:
+            raise AirflowStackError(f"airflow not healthy after {timeout:.0f} s ({_describe(report)}); "
+                                    f"logs in {run_dir(home)}")
+        if now - last_report >= 5:
+            progress(f"airflow: waiting ({now - began:.0f} s): {_describe(report)}")
+            last_report = now
+        time.sleep(1)
+
+
+def _describe(report: Optional[dict]) -> str:
+    if report is None:
+        return "api-server not answering yet"
+    return ", ".join(f"{name} {state}" for name, state in report.items())
+
+
+def stop(lake_root: str, timeout: float = STOP_TIMEOUT_S, home: Optional[str] = None,
+         only: Optional[List[str]] = None) -> Dict[str, int]:
+    """SIGTERM every component's process group, SIGKILL what is left after ``timeout``; {component: pid}."""
+    home = home or airflow_home(lake_root)
+    running = {c: pid for c, pid in _running(home).items() if only is None or c in only}
+    victims = {pid for leader in running.values() for pid in _tree(leader)}
+    for leader in running.values():
+        _signal_group(leader, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while True:
+        _reap(running.values())
+        victims = {pid for pid in victims if _proc_stat(pid) is not None}
+        if not victims or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for pid in victims:  # stragglers, including workers that left their group
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if victims:
+        time.sleep(0.2)
+        _reap(running.values())
+    for component in running:
+        _pid_file(home, component).unlink(missing_ok=True)
+    return running
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def status(lake_root: str, home: Optional[str] = None) -> tuple:
+    """([ComponentState], url or None, health report or None)."""
+    home = home or airflow_home(lake_root)
+    running = _running(home)
+    states = [ComponentState(c, running.get(c), str(_log_file(home, c))) for c in COMPONENTS]
+    url = _stack_meta(home).get("url") if running else None
+    report = health(url) if url and "api-server" in running else None
+    return states, url, report

@@ -1,0 +1,94 @@
+"""``lake airflow up|down|status``: a local Airflow running the lake's DAGs.
+
+Progress goes to stderr; ``up`` prints the URL and the login on stdout.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import ConfigError
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("airflow", parents=[common],
+                       help="run a local Airflow (api-server, scheduler, dag-processor, triggerer) for the DAGs")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--port", type=int, default=None,
+                   help="UI and API port (default: env LAKE_AIRFLOW_PORT, else 8080)")
+    p.add_argument("--host", default=None,
+                   help="interface the UI listens on (default: env LAKE_AIRFLOW_HOST, else 127.0.0.1)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds `up` waits for health, `down` for a clean exit (default 300 / 30)")
+    p.set_defaults(func=run)
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _port(args) -> int:
+    raw = args.port if args.port is not None else os.environ.get("LAKE_AIRFLOW_PORT")
+    if raw is None:
+        from ..airflow_local import DEFAULT_PORT
+
+        return DEFAULT_PORT
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"LAKE_AIRFLOW_PORT={raw!r} is not a port number") from None
+
+
+def run(args, settings) -> int:
+    try:
+        from .. import airflow_local
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(f"lake airflow needs Airflow: pip install -e '.[airflow]' ({exc})") from None
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError("--timeout must be positive")
+    if args.action == "up":
+        return _up(airflow_local, args, settings)
+    if args.action == "down":
+        stopped = airflow_local.stop(settings.lake_root, timeout=args.timeout or airflow_local.STOP_TIMEOUT_S)
+        if not stopped:
+            print("no local Airflow running")
+        else:
+            print("stopped " + ", ".join(f"{name} (pid {pid})" for name, pid in stopped.items()))
+        return 0
+    return _status(airflow_local, settings)
+
+
+def _up(airflow_local, args, settings) -> int:
+    host = args.host or os.environ.get("LAKE_AIRFLOW_HOST") or airflow_local.DEFAULT_HOST
+    info = airflow_local.start(settings.lake_root, port=_port(args), host=host,
+                               timeout=args.timeout or airflow_local.START_TIMEOUT_S, progress=_progress)
+    if info.already_running:
+        _progress("airflow: already running")
+    print(f"Airflow UI: {info.url}")
+    print(f"login:      {info.user} / {info.password}")
+    print(f"home:       {info.home}")
+    print(f"database:   {info.database}")
+    print("stop with:  lake airflow down")
+    return 0
+
+
+def _status(airflow_local, settings) -> int:
+    states, url, report = airflow_local.status(settings.lake_root)
+    running = [s for s in states if s.pid is not None]
+    if not running:
+        print("airflow: not running")
+        return 1
+    healthy = airflow_local.is_healthy(report)
+    print(f"airflow: {'running' if healthy else 'degraded'} at {url}")
+    health_key = {"api-server": "metadatabase", "dag-processor": "dag_processor"}
+    for state in states:
+        if state.pid is None:
+            print(f"  {state.name:<14} not running   log {state.log}")
+            continue
+        if report is None:
+            detail = "api-server not answering" if state.name == "api-server" else "unknown"
+        else:
+            detail = report.get(health_key.get(state.name, state.name), "unknown")
+            detail = "answering" if state.name == "api-server" else detail
+        print(f"  {state.name:<14} pid {state.pid:<8} {detail:<10} log {state.log}")
+    return 0 if healthy and len(running) == len(states) else 1
