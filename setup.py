@@ -32,10 +32,13 @@ setup(
     install_requires=WORKER_REQUIRES,
     extras_require={
         # Airflow is the scheduler's dependency, never a Beam worker's.
-        "airflow": ["apache-airflow>=3.3,<3.4", "apache-airflow-providers-apache-beam>=6.3,<7"],
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7"],
+        "airflow": ["apache-airflow>=3.3,<3.4", "apache-airflow-providers-apache-beam>=6.3,<7",
+                    # drivers for a PostgreSQL metadata database (Airflow opens it sync and async)
+                    "psycopg2-binary>=2.9,<3", "asyncpg>=0.30,<1"],
+        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "selenium>=4.30,<5"],
         "dev": ["apache-airflow>=3.3,<3.4", "apache-airflow-providers-apache-beam>=6.3,<7",
-                "pytest>=8,<10", "hypothesis>=6.100,<7"],
+                "psycopg2-binary>=2.9,<3", "asyncpg>=0.30,<1",
+                "pytest>=8,<10", "hypothesis>=6.100,<7", "selenium>=4.30,<5"],
     },
     entry_points={"console_scripts": ["lake=lake.cli:main"]},
 )
