@@ -27,6 +27,8 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
+from .partition_fetcher import close_fetchers, fetcher_for
+
 __all__ = ["KafkaBatch", "PartitionStart", "PassBounds", "ReadKafkaPartitions", "ReadKafkaCrossLanguage",
            "request_stop", "close_consumers"]
 
@@ -95,8 +97,8 @@ class _TopicQuiet:
 
 
 # Per-process caches: the local runner may re-create DoFn instances between
-# deferred rounds, so consumers and pass counters live at module level.
-_CONSUMERS: dict = {}
+# deferred rounds, so pass counters live at module level (and the consumer in
+# ``partition_fetcher``).
 _READERS: dict = {}
 _QUIET: dict = {}  # pass_id -> _TopicQuiet
 #: (pass_id, partition) -> why that reader ended its pass: "idle", "time", "bytes" or "stop".
@@ -104,49 +106,9 @@ PASS_END: dict = {}
 _LOCK = threading.Lock()
 
 
-def _consumer(bootstrap: str, topic: str, partition: int, offset: int, config: dict):
-    from confluent_kafka import Consumer, TopicPartition
-
-    key = (bootstrap, topic, partition)
-    with _LOCK:
-        entry = _CONSUMERS.get(key)
-        if entry is not None and entry[1] == offset:
-            return entry[0]
-        if entry is None:
-            consumer = Consumer({
-                "bootstrap.servers": bootstrap,
-                "group.id": "lake-ingest",  # required by librdkafka; never joined: partitions are assigned
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
-                "queued.max.messages.kbytes": 256 * 1024,
-                **config,
-            })
-        else:
-            consumer = entry[0]
-        consumer.assign([TopicPartition(topic, partition, offset)])
-        _CONSUMERS[key] = [consumer, offset]
-        return consumer
-
-
-def _advance(bootstrap: str, topic: str, partition: int, next_offset: int) -> None:
-    with _LOCK:
-        entry = _CONSUMERS.get((bootstrap, topic, partition))
-        if entry is not None:
-            entry[1] = next_offset
-
-
 def close_consumers() -> None:
-    """Close every cached consumer (the end of a local ingest run)."""
-    with _LOCK:
-        for consumer, _ in _CONSUMERS.values():
-            try:
-                consumer.close()
-            except Exception:  # noqa: BLE001 - closing is best effort
-                pass
-        _CONSUMERS.clear()
+    """Close the worker's consumers (the end of a local ingest run)."""
+    close_fetchers()
 
 
 class _OffsetProvider(RestrictionProvider):
@@ -197,7 +159,8 @@ class _ReadPartition(beam.DoFn):
         with _LOCK:
             state = _READERS.setdefault((element.pass_id, element.partition), _ReaderState(now))
             quiet = _QUIET.setdefault(element.pass_id, _TopicQuiet(now))
-        consumer = _consumer(self._bootstrap, element.topic, element.partition, restriction.start, self._config)
+        fetcher = fetcher_for(self._bootstrap, element.topic, self._config)
+        fetcher.position(element.partition, restriction.start)
         round_end = now + bounds.round_seconds
         empty_poll = False
         while True:
@@ -207,22 +170,22 @@ class _ReadPartition(beam.DoFn):
                 tracker.try_claim(restriction.stop)  # marks the restriction done: the pass ends here
                 return
             polled = time.perf_counter()
-            messages = consumer.consume(bounds.poll_batch, 0.05)
+            messages, topic_delivered = fetcher.take(element.partition, bounds.poll_batch, 0.05)
             self.poll_ms.inc(int((time.perf_counter() - polled) * 1000))
+            if topic_delivered:
+                quiet.last_record = time.monotonic()
             empty_poll = not messages
             if messages:
-                quiet.last_record = time.monotonic()
                 batch, claimed_all = self._claim(element, messages, tracker)
                 if batch is not None:
                     state.records += len(batch.offsets)
                     self.records.inc(len(batch.offsets))
                     state.bytes_read += sum(len(v) for v in batch.values if v)
-                    _advance(self._bootstrap, element.topic, element.partition, batch.offsets[-1] + 1)
                     yield TimestampedValue(batch, Timestamp(micros=max(batch.timestamps) * 1000))
                 if not claimed_all:
                     # The runner split the restriction: records past the split
                     # were fetched but are not ours; seek afresh next time.
-                    _advance(self._bootstrap, element.topic, element.partition, -1)
+                    fetcher.forget_position(element.partition)
                     return
             elif self._pass_over(state, quiet, idle_check=True) is None:
                 break  # nothing waiting here: let the runner turn to the other partitions
@@ -254,7 +217,6 @@ class _ReadPartition(beam.DoFn):
         offset claims the batch; record by record only when that fails (the
         runner split the restriction inside the batch).
         """
-        messages = [m for m in messages if m.error() is None]  # EOF and transient errors: librdkafka retries
         if not messages:
             return None, True
         claimed_all = tracker.try_claim(messages[-1].offset())

@@ -37,6 +37,7 @@ from .kafka_source import (
     close_consumers,
 )
 from .options import IngestOptions
+from .partition_fetcher import fetcher_for
 from .validate import ValidateTelemetry
 
 LOG = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ def run_pass(opts: IngestOptions, beam_args: Sequence[str], store: BronzeStore, 
     pass_id = uuid.uuid4().hex
     starts = [PartitionStart(opts.topic, p, state.next_offsets[p], pass_id) for p in range(partitions)]
     started = time.monotonic()
+    if opts.local and opts.kafka_source == "native":  # the readers run in this process: assign them all at once
+        fetcher_for(opts.bootstrap, opts.topic).position_all({s.partition: s.offset for s in starts})
     pipeline = beam.Pipeline(options=beam_options(opts, beam_args))
     build(pipeline, opts, starts, bounds, state)
     result = pipeline.run()
