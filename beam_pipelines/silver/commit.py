@@ -144,7 +144,10 @@ def _hour_rows(lake_root: str, table, bronze_hour: str) -> pa.Table:
     fs, _ = filesystem(lake_root)
     columns = _QUARANTINE_KEY + ["bronze_hour"]
     files = table.file_uris(file_pruning_predicate=f"bronze_hour = '{bronze_hour}'")
+    # Files deltalake rewrote (a delete: ``lake forget``) hold string_view, which pyarrow 25 cannot compare or take.
     parts = [pq.read_table(fs_path(lake_root, f), columns=columns, filesystem=fs) for f in files]
+    parts = [p.cast(pa.schema([c.with_type(pa.string()) if pa.types.is_string_view(c.type) else c for c in p.schema]))
+             for p in parts]
     rows = pa.concat_tables(parts) if parts else pa.table({c: [] for c in columns})
     return rows.filter(pc.equal(rows["bronze_hour"], bronze_hour)) if rows.num_rows else rows
 
