@@ -16,7 +16,8 @@ from typing import Optional, Sequence
 from .errors import LakeError
 from .settings import Settings
 
-COMMANDS = ["broker", "simulate", "registry", "ingest", "silver", "gold", "validate", "query", "airflow", "demo"]
+COMMANDS = ["broker", "simulate", "registry", "ingest", "silver", "gold", "validate", "query", "maintain", "forget",
+            "airflow", "demo"]
 
 
 class _Parser(argparse.ArgumentParser):
