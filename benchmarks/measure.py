@@ -1,0 +1,124 @@
+"""Timing a command the way a user runs it: its own process, wall clock and peak memory.
+
+``run_child`` starts the command, waits for it with ``os.wait4`` (which
+hands back that child's own ``ru_maxrss``, not the sum over every child the
+benchmark ever had) and keeps its output in files, so a chatty child cannot
+block on a full pipe.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+__all__ = ["ChildRun", "run_child", "child_env", "python_module", "lake_command", "rate", "PeakMemory"]
+
+
+@dataclass
+class ChildRun:
+    command: list
+    seconds: float
+    peak_rss_mb: float
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def last_line(self, stream: str = "stdout") -> str:
+        lines = [ln for ln in getattr(self, stream).splitlines() if ln.strip()]
+        return lines[-1] if lines else ""
+
+    def check(self, what: str) -> "ChildRun":
+        """Exit the benchmark (non-zero, one line) when the child failed."""
+        if self.returncode != 0:
+            sys.exit(f"{what} failed (exit {self.returncode}): {self.last_line('stderr') or self.last_line()}")
+        return self
+
+
+def run_child(command: Sequence[str], env: Optional[dict] = None) -> ChildRun:
+    """Run ``command`` to the end; its wall time and peak RSS (MB)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(command), stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ChildRun(list(command), seconds, usage.ru_maxrss / 1024.0, proc.returncode, out.read(), err.read())
+
+
+def python_module(module: str, *args: str) -> list:
+    """``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def lake_command(*args: str) -> list:
+    """The installed ``lake`` CLI next to this interpreter, as a user calls it."""
+    return [os.path.join(os.path.dirname(sys.executable), "lake"), *args]
+
+
+def child_env() -> dict:
+    """The environment of a timed child: this process's, with this checkout importable."""
+    env = dict(os.environ)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def rate(rows: int, seconds: float) -> float:
+    """Rows per second."""
+    return rows / seconds if seconds > 0 else float("inf")
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+class PeakMemory:
+    """Peak RSS above the RSS at entry, of the block it wraps (Linux).
+
+    The kernel's high-water mark is reset at entry (``/proc/self/clear_refs``)
+    so the peak is the block's own, not the process's earlier one; where
+    that reset is refused, a thread samples the RSS every 5 ms instead.
+    """
+
+    def __init__(self):
+        self.before_mb = self.peak_mb = 0.0
+        self._sampler = None
+        self._stop = None
+
+    def __enter__(self) -> "PeakMemory":
+        self.before_mb = _status_kb("VmRSS") / 1024.0
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            import threading
+
+            self._stop = threading.Event()
+            self._sampled = self.before_mb
+
+            def sample():
+                while not self._stop.wait(0.005):
+                    self._sampled = max(self._sampled, _status_kb("VmRSS") / 1024.0)
+
+            self._sampler = threading.Thread(target=sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._sampler is not None:
+            self._stop.set()
+            self._sampler.join()
+            peak = max(self._sampled, _status_kb("VmRSS") / 1024.0)
+        else:
+            peak = _status_kb("VmHWM") / 1024.0
+        self.peak_mb = max(0.0, peak - self.before_mb)
