@@ -39,6 +39,9 @@ Known limits:
   simulator and ``lake registry import`` registering the id again, would
   bring rows back. Keep the topic's retention under the erasure deadline,
   and run ``lake forget`` again for the audited ids after a replay.
+- A Silver or Gold job that read the vehicle's rows before they were
+  erased and commits after would write them back: run ``lake forget`` while
+  the hourly and daily jobs are paused (or run it again once they finished).
 - Delta log entries (``_delta_log/*.json``) keep the column statistics
   (min/max values) of the files they added until ``lake maintain`` drops
   expired log entries (``delta.logRetentionDuration``, 30 days).
@@ -159,7 +162,8 @@ def _delete_rows(lake_root: str, name: str, vehicle_id: str, dry_run: bool) -> T
     if dry_run:
         return TableErasure(name, rows_deleted=_count_delta_rows(lake_root, name, vehicle_id))
     predicate = delta_predicate(vehicle_id, name)
-    metrics = with_commit_retries(lambda: DeltaTable(path).delete(predicate), f"delete {vehicle_id} from {name}")
+    with delta_upkeep.delta_errors(f"delete {vehicle_id} from {path}"):
+        metrics = with_commit_retries(lambda: DeltaTable(path).delete(predicate), f"delete {vehicle_id} from {name}")
     return TableErasure(name, rows_deleted=int(metrics.get("num_deleted_rows", 0)),
                         files_rewritten=int(metrics.get("num_removed_files", 0)))
 

@@ -348,3 +348,14 @@ def test_watermark_metadata_survives_the_rewrite(forgotten):
     [name] = [n for n in os.listdir(hour08) if n.startswith("p0007-")]
     meta = pq.read_schema(f"{hour08}/{name}").metadata
     assert int(meta[WATERMARK_KEY]) == ms("08:59:00")
+
+
+def test_a_corrupt_bronze_file_is_a_clear_error(built, tmp_path, capsys):
+    root = copy_lake(built, str(tmp_path / "lake"))
+    hour08 = f"{LakePaths(root).bronze}/year=2026/month=03/day=01/hour=08"
+    with open(f"{hour08}/p0009-{0:020d}-{0:020d}-1of1.parquet", "wb") as f:
+        f.write(b"not parquet")
+    assert main(["forget", "--lake-root", root, "--vehicle", V]) == 4
+    err = capsys.readouterr().err
+    assert "bronze/telemetry" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert read_records(root, "forget") == []  # nothing claimed as done

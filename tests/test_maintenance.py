@@ -158,6 +158,18 @@ def test_bronze_dry_run_and_second_run_change_nothing(bronze_copy):
            {"_audit/maintenance.jsonl"}
 
 
+def test_a_corrupt_expired_bronze_file_is_a_clear_error_and_nothing_is_deleted(bronze_copy, capsys):
+    root = bronze_copy
+    corrupt = f"{LakePaths(root).bronze}/{_hour('2026-03-04T23')}/p0000-{0:020d}-{0:020d}-1of1.parquet"
+    with open(corrupt, "wb") as f:  # an old group of partition 0: not a resume point, so its hour expires
+        f.write(b"not parquet")
+    files = tree(root)
+    assert main(["maintain", "--lake-root", root, "--now", "2026-03-10T00:30:00Z", "--bronze-days", "5"]) == 4
+    err = capsys.readouterr().err
+    assert "p0000-" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert tree(root) == files
+
+
 # ---------------------------------------------------------------------------
 # Delta tables: retention, compaction, vacuum.
 # ---------------------------------------------------------------------------

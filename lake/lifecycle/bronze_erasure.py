@@ -26,7 +26,7 @@ from lake_schemas import LakePaths
 from lake_schemas.paths import PARQUET_TABLES
 from lake_schemas.storage import filesystem, fs_path, is_local
 
-from .bronze_files import list_hours
+from .bronze_files import list_hours, parquet_errors
 from .vehicle_rows import row_filter
 
 __all__ = ["BronzeErasure", "erase_vehicle"]
@@ -44,10 +44,12 @@ def _matches_by_file(lake_root: str, table: str, vehicle_id: str) -> dict:
     base = fs_path(lake_root, LakePaths(lake_root).table(table))
     if fs.get_file_info(base).type.name == "NotFound":
         return {}
-    dataset = ds.dataset(base, filesystem=fs, format="parquet", exclude_invalid_files=False,
-                         ignore_prefixes=[".", "_"])
+    with parquet_errors(f"listing {base}"):
+        dataset = ds.dataset(base, filesystem=fs, format="parquet", exclude_invalid_files=False,
+                             ignore_prefixes=[".", "_"])
     columns = [c for c in ("vehicle_id", "key", "payload") if c in dataset.schema.names]
-    found = dataset.to_table(columns=["__filename"], filter=row_filter(vehicle_id, columns))
+    with parquet_errors(f"scanning {base} for the vehicle's rows (nothing was rewritten)"):
+        found = dataset.to_table(columns=["__filename"], filter=row_filter(vehicle_id, columns))
     if found.num_rows == 0:
         return {}
     counts = found["__filename"].value_counts().to_pylist()
@@ -59,7 +61,7 @@ def _rewrite_without(lake_root: str, path: str, vehicle_id: str) -> int:
     from beam_pipelines.ingest.bronze_writer import DICTIONARY_COLUMNS
 
     fs, _ = filesystem(lake_root)
-    with fs.open_input_file(path) as f:
+    with parquet_errors(f"reading {path} (left as it was)"), fs.open_input_file(path) as f:
         parquet = pq.ParquetFile(f)
         compression = (parquet.metadata.row_group(0).column(0).compression.lower()
                        if parquet.metadata.num_row_groups else "zstd")

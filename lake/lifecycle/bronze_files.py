@@ -11,15 +11,19 @@ that, so this module shows the files the way recovery sees them.
 from __future__ import annotations
 
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from lake_schemas import BronzeFileName, LakePaths
 from lake_schemas.paths import PARQUET_TABLES, partition_hour_ms
 from lake_schemas.storage import filesystem, fs_path
 
-__all__ = ["HourFolder", "GroupKey", "list_hours", "group_key"]
+from ..errors import LakeDataError
+
+__all__ = ["HourFolder", "GroupKey", "list_hours", "group_key", "parquet_errors"]
 
 GroupKey = tuple  # (partition, first_offset, last_offset, count): one ingest pass of one Kafka partition
 
@@ -69,3 +73,13 @@ def list_hours(lake_root: str) -> list:
         for hour_ms, folder in folders.items():
             hours[(table, hour_ms)] = HourFolder(table, hour_ms, folder, by_hour[hour_ms])
     return [hours[k] for k in sorted(hours)]
+
+
+@contextmanager
+def parquet_errors(what: str):
+    """A Bronze file that is not readable Parquet (or vanished meanwhile) as a one-line ``LakeDataError``."""
+    try:
+        yield
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LakeDataError(f"{what}: {first}") from None

@@ -29,7 +29,7 @@ from lake_schemas import BronzeFileName
 from lake_schemas.paths import PARQUET_TABLES, format_hour
 from lake_schemas.storage import filesystem
 
-from .bronze_files import group_key, list_hours
+from .bronze_files import group_key, list_hours, parquet_errors
 
 __all__ = ["BronzeRetentionPlan", "plan_retention", "apply_retention"]
 
@@ -104,7 +104,8 @@ def plan_retention(lake_root: str, cutoff: _dt.datetime) -> BronzeRetentionPlan:
         expiry.partitions += 1
         for info in folder.data_files():
             expiry.files += 1
-            with fs.open_input_file(info.path) as f:
+            with parquet_errors(f"reading the footer of {info.path} (nothing was deleted)"), \
+                    fs.open_input_file(info.path) as f:
                 expiry.rows += pq.ParquetFile(f).metadata.num_rows
     return plan
 

@@ -27,7 +27,7 @@ from lake_schemas.storage import filesystem, fs_path
 from ..errors import LakeDataError
 from .limits import MIN_VACUUM_HOURS
 
-__all__ = ["PARTITION", "open_delta", "data_files", "partitions_before", "expire_before", "compact",
+__all__ = ["PARTITION", "delta_errors", "open_delta", "data_files", "partitions_before", "expire_before", "compact",
            "estimate_compacted", "vacuum", "checkpoint_log", "MIN_VACUUM_HOURS", "DEFAULT_TARGET_FILE_BYTES"]
 
 PARTITION = "event_date"
@@ -43,7 +43,7 @@ def open_delta(path: str):
 
 
 @contextmanager
-def _delta_errors(what: str):
+def delta_errors(what: str):
     """Turn deltalake's generic errors into one-line ``LakeDataError``s naming the table."""
     from deltalake.exceptions import DeltaError
 
@@ -91,7 +91,7 @@ def expire_before(path: str, before: _dt.date, dry_run: bool) -> tuple[int, int]
     if dry_run or partitions == 0:
         return partitions, rows
     predicate = f"{PARTITION} < DATE '{before.isoformat()}'"
-    with _delta_errors(f"retention delete in {path}"):
+    with delta_errors(f"retention delete in {path}"):
         metrics = with_commit_retries(lambda: DeltaTable(path).delete(predicate), f"retention delete in {path}")
     return partitions, int(metrics.get("num_deleted_rows", rows))
 
@@ -123,7 +123,7 @@ def compact(path: str) -> tuple[int, int]:
     from deltalake import DeltaTable
 
     before = len(DeltaTable(path).file_uris())
-    with _delta_errors(f"compaction of {path}"):
+    with delta_errors(f"compaction of {path}"):
         with_commit_retries(lambda: DeltaTable(path).optimize.compact(), f"compaction of {path}")
     return before, len(DeltaTable(path).file_uris())
 
@@ -149,7 +149,7 @@ def vacuum(path: str, hours: float, dry_run: bool, full: bool = True) -> list:
         return DeltaTable(path).vacuum(retention_hours=hours, dry_run=dry, enforce_retention_duration=enforce,
                                        full=full)
 
-    with _delta_errors(f"vacuum of {path}"):
+    with delta_errors(f"vacuum of {path}"):
         present = _existing(path, run(True))
         if present and not dry_run:
             with_commit_retries(lambda: run(False), f"vacuum of {path}")
@@ -187,7 +187,7 @@ def checkpoint_log(path: str) -> bool:
     table = DeltaTable(path)
     if _last_checkpoint_version(path) == table.version():
         return False
-    with _delta_errors(f"log checkpoint of {path}"):
+    with delta_errors(f"log checkpoint of {path}"):
         table.create_checkpoint()
         table.cleanup_metadata()
     return True

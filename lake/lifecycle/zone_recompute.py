@@ -23,6 +23,7 @@ from lake_schemas import LakePaths
 from lake_schemas.storage import delta_dataset, filesystem, fs_path
 from lake_schemas.tables import GOLD_ZONE_HOURLY_SCHEMA
 
+from .delta_upkeep import delta_errors
 from .vehicle_rows import plain_strings, row_filter
 
 __all__ = ["vehicle_rows", "vehicle_hours", "recompute_zone_hours"]
@@ -132,5 +133,6 @@ def recompute_zone_hours(lake_root: str, hours: set, vehicle_id: str, dry_run: b
             write_deltalake(DeltaTable(zone_path), rows, mode="overwrite", predicate=predicate,
                             partition_by=[PARTITION])
 
-        with_commit_retries(replace, f"recompute {day} hours in gold/zone_hourly")
+        with delta_errors(f"recompute {day} hours in {zone_path}"):
+            with_commit_retries(replace, f"recompute {day} hours in gold/zone_hourly")
     return outcome
