@@ -6,7 +6,7 @@ produced. Then it times on the same Silver files, each in its own process:
 
 - ``lake gold --date D``, as the daily DAG runs it (quality gate on): the
   headline;
-- ``lake gold --date D --no-gate`` (unless ``--skip-no-gate``);
+- ``lake gold --date D --no-gate``;
 - the same definitions in plain DuckDB SQL (``benchmarks.gold_sql``), writing
   the three tables as Parquet.
 
@@ -14,14 +14,13 @@ Then it checks that ``gold/vehicle_hourly``, ``gold/zone_hourly`` and
 ``gold/vehicle_state`` hold the baseline's rows (floats within 1e-9), and
 exits non-zero when they do not. The last line is
 ``gold: <N> events/s, duckdb <M> events/s, ratio <R>`` (N: Silver rows of
-the day per second of the gated job).
+the day per second of the gated job; ``--gate off`` makes it the ungated one).
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections import Counter
 
@@ -31,8 +30,9 @@ from lake_schemas.tables import GOLD_VEHICLE_HOURLY_SCHEMA, GOLD_VEHICLE_STATE_S
 
 from .bronze_hour import build_bronze_hour, copy_inputs
 from .compare import differences, read_parquet_dir
-from .measure import child_env, lake_command, python_module, rate, run_child
-from .silver import parse_args, run_lake_silver
+from .job_vs_sql import best_of, fail_on_differences, parse_args, print_results, time_job
+from .measure import child_env, lake_command, python_module, run_child
+from .silver import run_lake_silver
 
 #: Gold table -> (its key, its columns)
 GOLD_OUTPUTS = {
@@ -40,10 +40,11 @@ GOLD_OUTPUTS = {
     "gold_zone_hourly": (["zone_id", "hour_start"], GOLD_ZONE_HOURLY_SCHEMA.names),
     "gold_vehicle_state": (["vehicle_id"], GOLD_VEHICLE_STATE_SCHEMA.names),
 }
+GOLD_INPUTS = ("silver_telemetry", "dims_vehicles")
 
 
 def busiest_day(lake_root: str):
-    """The ``event_date`` holding most Silver rows (an hour's skewed clocks can spill onto another day)."""
+    """``(event_date, rows)`` of the Silver day with most rows (skewed clocks can spill onto another day)."""
     dates = delta_dataset(LakePaths(lake_root).table("silver_telemetry")).to_table(columns=["event_date"])
     return Counter(dates["event_date"].to_pylist()).most_common(1)[0]
 
@@ -51,14 +52,14 @@ def busiest_day(lake_root: str):
 def run_lake_gold(lake_root: str, day: str, gate: bool):
     flags = [] if gate else ["--no-gate"]
     run = run_child(lake_command("gold", "--lake-root", lake_root, "--date", day, *flags), child_env())
-    return run.check(f"lake gold{' --no-gate' if not gate else ''}")
+    return run.check(f"lake gold{'' if gate else ' --no-gate'}")
 
 
 def run_duckdb_gold(lake_root: str, day: str, out_dir: str):
+    shutil.rmtree(out_dir, ignore_errors=True)
     run = run_child(python_module("benchmarks.gold_sql", "--lake-root", lake_root, "--date", day, "--out", out_dir),
                     child_env())
-    run.check("the DuckDB Gold baseline")
-    return run, json.loads(run.last_line())
+    return run.check("the DuckDB Gold baseline")
 
 
 def check_agreement(lake_root: str, out_dir: str) -> list[str]:
@@ -83,47 +84,26 @@ def main(argv=None) -> None:
         print(f"  {run_lake_silver(source, bronze.hour, gate=False).last_line()}", flush=True)
         day, silver_rows = busiest_day(source)
         day = day.isoformat()
-        print(f"  Gold input: Silver day {day}, {silver_rows:,} rows", flush=True)
+        print(f"  Gold's input: Silver day {day}, {silver_rows:,} rows", flush=True)
 
-        print("timing lake gold (quality gate on, as the daily DAG runs it)", flush=True)
-        gated_root = os.path.join(work, "lake-gate")
-        copy_inputs(source, gated_root, ("silver_telemetry", "dims_vehicles"))
-        gated = run_lake_gold(gated_root, day, gate=True)
-        print(f"  {gated.last_line()}", flush=True)
-        ungated = None
-        if not args.skip_no_gate:
-            print("timing lake gold --no-gate", flush=True)
-            ungated_root = os.path.join(work, "lake-nogate")
-            copy_inputs(source, ungated_root, ("silver_telemetry", "dims_vehicles"))
-            ungated = run_lake_gold(ungated_root, day, gate=False)
+        runs = time_job(args, work, "lake gold", lambda root: copy_inputs(source, root, GOLD_INPUTS),
+                        lambda root, gate: run_lake_gold(root, day, gate))
         print("timing the DuckDB baseline", flush=True)
         duck_dir = os.path.join(work, "duckdb")
-        duck, counts = run_duckdb_gold(source, day, duck_dir)
-        print(f"  duckdb: {counts['silver_rows']:,} silver rows -> {counts['vehicle_hourly']:,} vehicle hours, "
-              f"{counts['zone_hourly']:,} zone hours, {counts['vehicle_state']:,} vehicles", flush=True)
+        duck = best_of(args.repeat, lambda i: run_duckdb_gold(source, day, duck_dir))
+        counts = json.loads(duck.last_line())
+        print(f"  {duck.seconds:.2f}s: {counts['silver_rows']:,} silver rows -> {counts['vehicle_hourly']:,} "
+              f"vehicle hours, {counts['zone_hourly']:,} zone hours, {counts['vehicle_state']:,} vehicles", flush=True)
 
         print("checking that the two outputs agree, row for row", flush=True)
-        found = check_agreement(gated_root, duck_dir)
+        checked = os.path.join(work, f"lake-{'gate' if runs.gated is not None else 'nogate'}-0")
+        found = check_agreement(checked, duck_dir)
         if counts["silver_rows"] != silver_rows:
             found.append(f"the baseline read {counts['silver_rows']:,} Silver rows of {day}, not {silver_rows:,}")
-        if found:
-            for line in found:
-                print(f"  DISAGREE {line}", flush=True)
-            sys.exit(f"gold: the job's output and the DuckDB baseline's disagree ({len(found)} difference(s))")
+        fail_on_differences("gold", found)
         print(f"  agree: {counts['vehicle_hourly']:,} vehicle hours, {counts['zone_hourly']:,} zone hours, "
               f"{counts['vehicle_state']:,} vehicle states", flush=True)
-
-        job_rate, duck_rate = rate(silver_rows, gated.seconds), rate(silver_rows, duck.seconds)
-        print("\nresults (wall time of each process, interpreter start and imports included; "
-              "shared machine: expect noise)")
-        print(f"  lake gold (gate on)       {gated.seconds:7.2f}s  {job_rate:>10,.0f} events/s  "
-              f"peak RSS {gated.peak_rss_mb:,.0f} MB")
-        if ungated is not None:
-            print(f"  lake gold --no-gate       {ungated.seconds:7.2f}s  {rate(silver_rows, ungated.seconds):>10,.0f} "
-                  f"events/s  peak RSS {ungated.peak_rss_mb:,.0f} MB  (gate: {gated.seconds - ungated.seconds:+.2f}s)")
-        print(f"  duckdb baseline           {duck.seconds:7.2f}s  {duck_rate:>10,.0f} events/s  "
-              f"peak RSS {duck.peak_rss_mb:,.0f} MB")
-        print(f"gold: {job_rate:,.0f} events/s, duckdb {duck_rate:,.0f} events/s, ratio {job_rate / duck_rate:.2f}")
+        print_results("gold", "lake gold", silver_rows, runs, duck, args.repeat)
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
