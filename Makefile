@@ -24,5 +24,8 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.ingest --events 1000000
+	$(VENV)/bin/python -m benchmarks.silver --events 1000000
+	$(VENV)/bin/python -m benchmarks.gold --events 1000000
+	$(VENV)/bin/python -m benchmarks.merge_growth
 
 .PHONY: install system-deps demo test bench
