@@ -16,6 +16,7 @@ class GoldOptions:
     runner: str = "FnApiRunner"
     shards: int = 4  # vehicle shards computed in parallel
     gate: bool = True  # run the quality gate before publishing
+    report_json: Optional[str] = None  # write the outcome there as JSON (beam_pipelines.reports)
 
     @property
     def day(self) -> _dt.date:
@@ -42,11 +43,13 @@ def add_gold_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--shards", type=int, default=4, help="vehicle shards computed in parallel (default 4)")
     g.add_argument("--no-gate", action="store_true", help="publish without running the quality gate")
     g.add_argument("--runner", default="FnApiRunner", help="Beam runner (default FnApiRunner, the local one)")
+    g.add_argument("--report-json", metavar="PATH",
+                   help="write the outcome (counters, or the error) to PATH as JSON, for the DAGs")
 
 
 def options_from_args(args: argparse.Namespace, settings) -> GoldOptions:
     return GoldOptions(lake_root=settings.lake_root, date=args.date, runner=args.runner, shards=args.shards,
-                       gate=not args.no_gate)
+                       gate=not args.no_gate, report_json=args.report_json)
 
 
 def parse(argv: Optional[Sequence[str]], settings) -> tuple[GoldOptions, list]:

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import apache_beam as beam
 
 from ..batch import pipeline_options, run_pipeline
+from ..reports import script_main, writes_json_report
 from ..staging import StagingArea
 from .options import GoldOptions
 from .transforms import NAMESPACE, CommitGold, ComputeGold, ReadSilverDay, ShardByVehicle
@@ -81,6 +82,7 @@ def _gate(opts: GoldOptions):
     return GoldGate(opts.lake_root)
 
 
+@writes_json_report("gold")
 def run_gold(opts: GoldOptions, beam_args: Sequence[str] = ()) -> GoldReport:
     """Aggregate one Silver day; raise a ``LakeError`` (tables untouched) when it cannot."""
     from .commit import check_existing_tables
@@ -109,4 +111,4 @@ def run(argv: Optional[Sequence[str]] = None) -> GoldReport:
 
 
 if __name__ == "__main__":
-    print(run(sys.argv[1:]).summary())
+    sys.exit(script_main(run, sys.argv[1:]))

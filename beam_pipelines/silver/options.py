@@ -21,6 +21,7 @@ class SilverOptions:
     max_quarantine_rate: float = QUARANTINE_RATE_MAX
     require_complete: bool = False  # refuse an hour without _COMPLETE instead of warning
     publish: bool = True  # False: run up to the gate and write nothing (lake validate silver --hour)
+    report_json: Optional[str] = None  # write the outcome there as JSON (beam_pipelines.reports)
 
     @property
     def hour_ms(self) -> int:
@@ -54,12 +55,14 @@ def add_silver_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--require-complete", action="store_true",
                    help="refuse an hour the ingest has not closed (_COMPLETE) instead of warning")
     g.add_argument("--runner", default="FnApiRunner", help="Beam runner (default FnApiRunner, the local one)")
+    g.add_argument("--report-json", metavar="PATH",
+                   help="write the outcome (counters, or the error) to PATH as JSON, for the DAGs")
 
 
 def options_from_args(args: argparse.Namespace, settings) -> SilverOptions:
     return SilverOptions(lake_root=settings.lake_root, hour=args.hour, runner=args.runner, shards=args.shards,
                          gate=not args.no_gate, max_quarantine_rate=args.max_quarantine_rate,
-                         require_complete=args.require_complete)
+                         require_complete=args.require_complete, report_json=args.report_json)
 
 
 def parse(argv: Optional[Sequence[str]], settings) -> tuple[SilverOptions, list]:

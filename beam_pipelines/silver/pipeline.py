@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import apache_beam as beam
 
 from ..batch import pipeline_options, run_pipeline
+from ..reports import script_main, writes_json_report
 from ..staging import StagingArea
 from .bronze_input import BronzeHour, check_bronze_file, list_bronze_hour
 from .options import SilverOptions
@@ -70,6 +71,7 @@ def _gate(opts: SilverOptions):
     return SilverGate(opts.lake_root, max_quarantine_rate=opts.max_quarantine_rate, publishing=opts.publish)
 
 
+@writes_json_report("silver")
 def run_silver(opts: SilverOptions, beam_args: Sequence[str] = ()) -> SilverReport:
     """Process one Bronze hour; raise a ``LakeError`` (tables untouched) when it cannot."""
     from lake.errors import LakeDataError
@@ -104,4 +106,4 @@ def run(argv: Optional[Sequence[str]] = None) -> SilverReport:
 
 
 if __name__ == "__main__":
-    print(run(sys.argv[1:]).summary())
+    sys.exit(script_main(run, sys.argv[1:]))
