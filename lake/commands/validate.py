@@ -67,14 +67,9 @@ def _hour_ms(text: str) -> int:
 
 
 def _bronze(root: str, hour: str):
-    import pyarrow as pa
+    from quality.stored import validate_bronze_hour
 
-    from beam_pipelines.silver.bronze_input import list_bronze_hour, read_bronze_file
-    from quality.gates import BronzeGate
-
-    listing = list_bronze_hour(root, _hour_ms(hour))
-    rows = pa.concat_tables([read_bronze_file(root, f"{listing.directory}/{n}") for n in listing.files])
-    return BronzeGate(root)(rows, listing.hour)
+    return validate_bronze_hour(root, _hour_ms(hour))
 
 
 def _silver_hour(root: str, args):
@@ -89,54 +84,13 @@ def _silver_hour(root: str, args):
     return None
 
 
-def _read_day(root: str, table: str, day, schema):
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-
-    from lake.errors import LakeDataError
-    from lake_schemas import LakePaths
-    from lake_schemas.storage import delta_dataset
-
-    path = LakePaths(root).table(table)
-    if not DeltaTable.is_deltatable(path):
-        raise LakeDataError(f"no {table} table at {path}")
-    dataset = delta_dataset(path)
-    if "event_date" in schema.names and table != "gold_vehicle_state":
-        rows = dataset.to_table(filter=ds.field("event_date") == pa.scalar(day, pa.date32()))
-    else:
-        rows = dataset.to_table()
-    return rows.select([n for n in schema.names if n in rows.column_names]).cast(
-        pa.schema([schema.field(n) for n in schema.names if n in rows.column_names]))
-
-
 def _silver_day(root: str, day):
-    from lake.errors import LakeDataError
-    from lake_schemas.tables import SILVER_SCHEMA
-    from quality.gates import STORED, enforce
-    from quality.runner import Batch, run_suites
+    from quality.stored import validate_silver_day
 
-    rows = _read_day(root, "silver_telemetry", day, SILVER_SCHEMA)
-    if rows.num_rows == 0:
-        raise LakeDataError(f"Silver has no rows for {day.isoformat()}")
-    result = run_suites(root, "silver", day.isoformat(), [Batch("silver_telemetry", "rows", rows)])
-    return enforce(result, f"silver day {day.isoformat()}", STORED)
+    return validate_silver_day(root, day)
 
 
 def _gold(root: str, day):
-    from lake.errors import LakeDataError
-    from lake_schemas.tables import (
-        GOLD_VEHICLE_HOURLY_SCHEMA,
-        GOLD_VEHICLE_STATE_SCHEMA,
-        GOLD_ZONE_HOURLY_SCHEMA,
-        SILVER_SCHEMA,
-    )
-    from quality.gates import GoldGate
+    from quality.stored import validate_gold_day
 
-    hourly = _read_day(root, "gold_vehicle_hourly", day, GOLD_VEHICLE_HOURLY_SCHEMA)
-    if hourly.num_rows == 0:
-        raise LakeDataError(f"gold_vehicle_hourly has no rows for {day.isoformat()}: run `lake gold --date` first")
-    zone = _read_day(root, "gold_zone_hourly", day, GOLD_ZONE_HOURLY_SCHEMA)
-    state = _read_day(root, "gold_vehicle_state", day, GOLD_VEHICLE_STATE_SCHEMA)
-    silver_rows = _read_day(root, "silver_telemetry", day, SILVER_SCHEMA).num_rows
-    return GoldGate(root, publishing=False)(hourly, zone, state, silver_rows, day)
+    return validate_gold_day(root, day)
