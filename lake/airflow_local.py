@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -27,7 +28,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 from .airflow_env import airflow_env, airflow_executable, airflow_home
 from .errors import AirflowStackError, ConfigError
@@ -95,8 +96,15 @@ def passwords_file(home: str) -> Path:
 
 # --- processes -----------------------------------------------------------------------------------
 
-def _proc_stat(pid: int) -> Optional[tuple]:
-    """(state, ppid, pgid) of a live process, None when gone or a zombie."""
+class _Proc(NamedTuple):
+    state: str
+    ppid: int
+    pgid: int
+    start: int  # clock ticks after boot: with the pid, names one process for good
+
+
+def _proc_stat(pid: int) -> Optional[_Proc]:
+    """What ``/proc/PID/stat`` says of a live process; None when gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(") ", 1)[1].split()
@@ -104,45 +112,52 @@ def _proc_stat(pid: int) -> Optional[tuple]:
         return None
     if fields[0] in ("Z", "X"):
         return None
-    return fields[0], int(fields[1]), int(fields[2])
+    return _Proc(fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
 
 
-def _is_our_leader(pid: int) -> bool:
-    """True when ``pid`` is alive, leads its own group and is an Airflow process.
+def _same_process(pid: int, start: int) -> bool:
+    proc = _proc_stat(pid)
+    return proc is not None and proc.start == start
 
-    The check against the command line keeps a stale pid file, whose pid the
-    kernel has since given to an unrelated program, from getting it killed.
+
+def _is_our_leader(pid: int, start: Optional[int]) -> bool:
+    """True when ``pid`` is the live process we started, still leading its own group.
+
+    Identity is the pid plus its start time, as recorded in the pid file: a
+    stale pid file whose pid the kernel has given to an unrelated program
+    must not get that program killed. (The command line is no proof: right
+    after ``exec`` it can read empty, and Airflow rewrites its own.)
     """
-    stat = _proc_stat(pid)
-    if stat is None or stat[2] != pid:
+    proc = _proc_stat(pid)
+    if proc is None or proc.pgid != pid:
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"airflow" in cmdline
+    if start is None:  # a pid file without a start time (written by hand): trust only an Airflow command line
+        try:
+            return b"airflow" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+    return proc.start == start
 
 
-def _all_processes() -> Dict[int, tuple]:
+def _all_processes() -> Dict[int, _Proc]:
     table = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            stat = _proc_stat(int(entry))
-            if stat is not None:
-                table[int(entry)] = stat
+            proc = _proc_stat(int(entry))
+            if proc is not None:
+                table[int(entry)] = proc
     return table
 
 
-def _tree(leader: int) -> List[int]:
-    """The live processes of ``leader``'s group plus its descendants (a task may start its own group)."""
+def _tree(leader: int) -> Dict[int, _Proc]:
+    """The live processes of ``leader``'s group plus their descendants (a task may start its own group)."""
     table = _all_processes()
-    members = {pid for pid, (_, _, pgid) in table.items() if pgid == leader}
-    grew = True
-    while grew:
-        children = {pid for pid, (_, ppid, _) in table.items() if ppid in members} - members
+    members = {pid for pid, proc in table.items() if proc.pgid == leader}
+    while True:
+        children = {pid for pid, proc in table.items() if proc.ppid in members} - members
+        if not children:
+            return {pid: table[pid] for pid in sorted(members)}
         members |= children
-        grew = bool(children)
-    return sorted(members)
 
 
 def _reap(pids) -> None:
@@ -156,22 +171,25 @@ def _reap(pids) -> None:
             pass
 
 
-def _read_pid(home: str, component: str) -> Optional[int]:
+def _read_pid(home: str, component: str) -> tuple:
+    """(pid, start time) from the pid file; (None, None) when absent or unreadable."""
     try:
-        return int(_pid_file(home, component).read_text().strip())
-    except (OSError, ValueError):
-        return None
+        words = _pid_file(home, component).read_text().split()
+        return int(words[0]), (int(words[1]) if len(words) > 1 else None)
+    except (OSError, ValueError, IndexError):
+        return None, None
 
 
 def _running(home: str) -> Dict[str, int]:
     """Components whose pid file names a live process group of ours; stale pid files are removed."""
     alive = {}
     for component in COMPONENTS:
-        pid = _read_pid(home, component)
+        pid, start = _read_pid(home, component)
         if pid is None:
+            _pid_file(home, component).unlink(missing_ok=True)
             continue
         _reap([pid])
-        if _is_our_leader(pid):
+        if _is_our_leader(pid, start):
             alive[component] = pid
         else:
             _pid_file(home, component).unlink(missing_ok=True)
@@ -253,6 +271,28 @@ def _database(env: dict) -> str:
         return "(unparsable AIRFLOW__DATABASE__SQL_ALCHEMY_CONN)"
 
 
+def _check_database_drivers(env: dict) -> None:
+    """A PostgreSQL URL without its drivers fails deep in ``db migrate``; say what to install instead."""
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    except Exception:  # noqa: BLE001 - ``db migrate`` reports a malformed URL itself
+        return
+    if url.get_backend_name() != "postgresql":
+        return
+    wanted = [url.get_driver_name() or "psycopg2"]
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC" not in env:
+        wanted.append("asyncpg")  # Airflow derives its async connection as postgresql+asyncpg
+    missing = [name for name in wanted if importlib.util.find_spec(name) is None]
+    if missing:
+        packages = " ".join("psycopg2-binary" if name == "psycopg2" else name for name in missing)
+        raise ConfigError(f"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names PostgreSQL but {', '.join(missing)} "
+                          f"is not installed: pip install {packages}")
+
+
 # --- health --------------------------------------------------------------------------------------
 
 def health(url: str, timeout: float = 5.0) -> Optional[dict]:
@@ -270,12 +310,16 @@ def is_healthy(report: Optional[dict]) -> bool:
     return report is not None and all(report.get(name) == "healthy" for name in wanted)
 
 
-def _log_tail(path: Path, lines: int = 15) -> str:
+def _last_error(path: Path) -> str:
+    """The log's last exception line (``SomeError: why``), else its last line: one line for an error message."""
     try:
-        text = path.read_text(errors="replace").splitlines()
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return ""
-    return "\n".join(text[-lines:])
+        return "no log"
+    for line in reversed(lines):
+        if re.match(r"^[\w.]*(Error|Exception)\b", line):
+            return line
+    return lines[-1] if lines else "empty log"
 
 
 # --- up / down / status --------------------------------------------------------------------------
@@ -298,8 +342,8 @@ def _migrate(env: dict, home: str, progress: Progress) -> None:
         except subprocess.TimeoutExpired:
             code = "timeout"
     if code != 0:
-        tail = _log_tail(log, 5).replace("\n", " | ")
-        raise AirflowStackError(f"`airflow db migrate` failed ({code}) for {_database(env)}: {tail} (log: {log})")
+        raise AirflowStackError(f"`airflow db migrate` failed ({code}) for {_database(env)}: "
+                                f"{_last_error(log)} (log: {log})")
 
 
 def _spawn(component: str, env: dict, home: str, host: str, port: int) -> int:
@@ -312,7 +356,8 @@ def _spawn(component: str, env: dict, home: str, host: str, port: int) -> int:
         out.flush()
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)  # its own group: `down` stops it with its workers
-    _pid_file(home, component).write_text(f"{proc.pid}\n")
+    proc_stat = _proc_stat(proc.pid)
+    _pid_file(home, component).write_text(f"{proc.pid} {proc_stat.start if proc_stat else ''}\n")
     return proc.pid
 
 
@@ -341,6 +386,7 @@ def start(lake_root: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, ti
                          pids=running, already_running=True)
     if "api-server" in missing and not port_free(host, port):
         raise ConfigError(f"port {port} on {host} is taken: stop what listens there or pass --port")
+    _check_database_drivers(env)
     run_dir(home).mkdir(parents=True, exist_ok=True)
     _seed_password(env)
     _stack_file(home).write_text(json.dumps({"host": host, "port": port, "url": url}) + "\n")
@@ -367,8 +413,7 @@ def _wait_healthy(home: str, url: str, timeout: float, progress: Progress) -> No
         dead = [c for c in COMPONENTS if c not in _running(home)]
         if dead:
             log = _log_file(home, dead[0])
-            tail = _log_tail(log, 5).replace("\n", " | ")
-            raise AirflowStackError(f"airflow {dead[0]} exited while starting: {tail} (log: {log})")
+            raise AirflowStackError(f"airflow {dead[0]} exited while starting: {_last_error(log)} (log: {log})")
         report = health(url)
         if is_healthy(report):
             progress(f"airflow: healthy after {time.monotonic() - began:.0f} s")
@@ -394,17 +439,17 @@ def stop(lake_root: str, timeout: float = STOP_TIMEOUT_S, home: Optional[str] = 
     """SIGTERM every component's process group, SIGKILL what is left after ``timeout``; {component: pid}."""
     home = home or airflow_home(lake_root)
     running = {c: pid for c, pid in _running(home).items() if only is None or c in only}
-    victims = {pid for leader in running.values() for pid in _tree(leader)}
+    victims = {(pid, proc.start) for leader in running.values() for pid, proc in _tree(leader).items()}
     for leader in running.values():
         _signal_group(leader, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while True:
         _reap(running.values())
-        victims = {pid for pid in victims if _proc_stat(pid) is not None}
+        victims = {(pid, start) for pid, start in victims if _same_process(pid, start)}
         if not victims or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    for pid in victims:  # stragglers, including workers that left their group
+    for pid, _ in victims:  # stragglers, including workers that left their group
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
