@@ -34,6 +34,11 @@ test` at 09:00 processes the hour that ended then).
    earlier day (or to a day whose Gold exists) trigger a run of
    `telemetry_silver_to_gold` for that day (`conf.date`).
 
+There is no separate Silver gate task after the commit: the job's gate runs
+on exactly the batch being published, before anything is written, which is
+the only place a gate can keep bad rows out; a gate after the commit could
+only re-read the day (hour after hour) and report what is already public.
+
 Configuration: Airflow Variables `lake_root` (else env `LAKE_ROOT`),
 `lake_beam_runner`, `lake_beam_options`, `lake_silver_max_quarantine_rate`.
 One run at a time (`max_active_runs=1`), catch-up from `LAKE_DAGS_START_DATE`.
