@@ -13,6 +13,11 @@ logical date 2026-03-02 is the day 2026-03-01. A failed run returns
 ``("failed", output)``; the output holds every task's log, with the failing
 task's error (a failed gate names its expectations).
 
+A run waits like a scheduled one: an hourly run whose Bronze hour is still
+open re-pokes every 2 minutes (up to 12 hours), and a daily run waits for
+its 24 hours unless ``conf={"partial_day": True}``; ``timeout`` bounds the
+whole command (its process group is killed, and ``state`` is ``"error"``).
+
 Used by ``lake demo`` and the tests; everything runs with
 ``lake.airflow_env.airflow_env`` (home ``{LAKE_ROOT}/_local/airflow`` unless
 given), so the same DAG folder, database and lake root as ``lake airflow up``.
