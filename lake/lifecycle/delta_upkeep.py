@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Optional
@@ -44,14 +45,20 @@ def open_delta(path: str):
 
 @contextmanager
 def delta_errors(what: str):
-    """Turn deltalake's generic errors into one-line ``LakeDataError``s naming the table."""
+    """Turn deltalake's errors (and its storage's: ``OSError``) into one-line ``LakeDataError``s naming the table."""
     from deltalake.exceptions import DeltaError
 
     try:
         yield
-    except DeltaError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LakeDataError(f"{what}: {first}") from None
+    except (DeltaError, OSError) as exc:
+        raise LakeDataError(f"{what}: {one_line(exc)}") from None
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's first line and, when it has a chain of causes (object store errors do), its last."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m|↳", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line] or [type(exc).__name__]
+    return lines[0] + (f" ({lines[-1]})" if len(lines) > 1 else "")
 
 
 def _add_actions(table) -> pa.Table:
