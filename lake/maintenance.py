@@ -147,7 +147,7 @@ def _check_limits(bronze_days, silver_days, gold_days, vacuum_hours, force: bool
         raise ConfigError(f"vacuum_hours must be >= 0, got {vacuum_hours!r}")
     if vacuum_hours < MIN_VACUUM_HOURS and not force:
         raise ConfigError(
-            f"vacuum retention {vacuum_hours} h is under {MIN_VACUUM_HOURS} h: a reader still on an "
+            f"vacuum retention {vacuum_hours:g} h is under {MIN_VACUUM_HOURS} h: a reader still on an "
             f"older table version, or a job whose commit is in flight (its files are written before the commit "
             f"names them), could lose files under it. Pass --force if no job or reader uses the lake meanwhile")
 
