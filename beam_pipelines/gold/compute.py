@@ -90,7 +90,10 @@ def vehicle_hourly(rows: pa.Table) -> pa.Table:
     """``gold/vehicle_hourly`` rows of ``rows`` (Silver, whole vehicles)."""
     if rows.num_rows == 0:
         return GOLD_VEHICLE_HOURLY_SCHEMA.empty_table()
-    rows = _sorted(rows)
+    return _vehicle_hourly_of_sorted(_sorted(rows))
+
+
+def _vehicle_hourly_of_sorted(rows: pa.Table) -> pa.Table:
     n = rows.num_rows
     vehicle = _codes(rows["vehicle_id"])
     ts = _ms(rows["event_ts"])
@@ -194,7 +197,10 @@ def vehicle_state(rows: pa.Table, as_of_date: _dt.date) -> pa.Table:
     """One row per vehicle: the last non-null value of every field in ``rows`` (as LATEST_BY_OFFSET)."""
     if rows.num_rows == 0:
         return GOLD_VEHICLE_STATE_SCHEMA.empty_table()
-    rows = _sorted(rows)
+    return _vehicle_state_of_sorted(_sorted(rows), as_of_date)
+
+
+def _vehicle_state_of_sorted(rows: pa.Table, as_of_date: _dt.date) -> pa.Table:
     n = rows.num_rows
     starts = _runs(_codes(rows["vehicle_id"]))
     last = np.append(starts[1:], n) - 1
@@ -206,13 +212,17 @@ def vehicle_state(rows: pa.Table, as_of_date: _dt.date) -> pa.Table:
         latest = np.maximum.reduceat(np.where(valid, index, -1), starts)
         columns[name] = rows[name].take(pa.array(latest, pa.int64(), mask=latest < 0))
     columns["last_event_ts"] = rows["event_ts"].take(pa.array(last))
-    columns["as_of_date"] = pa.array([as_of_date] * len(starts), pa.date32())
+    columns["as_of_date"] = pa.repeat(pa.scalar(as_of_date, pa.date32()), len(starts))
     return pa.table({f.name: columns[f.name] for f in GOLD_VEHICLE_STATE_SCHEMA}).cast(GOLD_VEHICLE_STATE_SCHEMA)
 
 
 def compute_gold(rows: pa.Table, day: _dt.date) -> GoldParts:
     """All three Gold outputs of one shard of Silver day ``day``."""
-    return GoldParts(vehicle_hourly(rows), zone_hourly_partial(rows), vehicle_state(rows, day), rows.num_rows)
+    if rows.num_rows == 0:
+        return GoldParts(vehicle_hourly(rows), zone_hourly_partial(rows), vehicle_state(rows, day), 0)
+    ordered = _sorted(rows)  # once for both: the sort is the costliest step of each
+    return GoldParts(_vehicle_hourly_of_sorted(ordered), zone_hourly_partial(rows),
+                     _vehicle_state_of_sorted(ordered, day), rows.num_rows)
 
 
 def combine_parts(parts) -> GoldParts:

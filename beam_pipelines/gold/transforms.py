@@ -36,7 +36,7 @@ def read_silver_file(lake_root: str, uri: str, day: _dt.date) -> pa.Table:
             table = pq.read_table(f, columns=[n for n in SILVER_SCHEMA.names if n != "event_date"])
     except (OSError, pa.ArrowException) as exc:
         raise LakeDataError(f"Silver file {uri} is unreadable: {str(exc).strip().splitlines()[0]}") from None
-    table = table.append_column("event_date", pa.array([day] * table.num_rows, pa.date32()))
+    table = table.append_column("event_date", pa.repeat(pa.scalar(day, pa.date32()), table.num_rows))
     return table.select(SILVER_SCHEMA.names).cast(SILVER_SCHEMA)
 
 
