@@ -11,12 +11,15 @@ would only add minutes and change nothing Silver sees.
 What makes it realistic, on top of the fleet's own physics:
 
 - redeliveries (the simulator's retries: identical bytes a few seconds later);
-- vehicles whose clocks are hours off (ahead: Silver corrects them; behind:
-  their rows land on another ``event_date``);
-- GPS fixes that read 0,0, lat or lon signals whose other half never came,
-  and readings outside the contract's ranges (``soc_pct`` over 100,
-  ``speed_kmh`` over 300): every quarantine reason;
+- vehicles whose clocks are hours off (ahead: Silver corrects their times;
+  behind: kept, on the previous ``event_date`` when it crosses midnight);
+- GPS fixes that read 0,0, lat signals whose lon never came, and readings
+  outside the contract's ranges (``soc_pct`` over 100, ``speed_kmh`` over
+  300): every quarantine reason;
 - vehicles missing from the registry (``vehicle_type`` becomes ``unknown``).
+
+Malformed messages are left out: the ingest sends them to the rejects, never
+to Bronze, so Silver would not see them.
 
 ``tests/bronze_builder.py`` builds hand-made rows one dict at a time, which
 is right for the scenario tests and far too slow for a million events; this
@@ -61,7 +64,7 @@ class BronzeFaults:
     duplicate_rate: float = 0.01  # per message: a retry resends it
     clock_skew_rate: float = 0.03  # per vehicle: clock hours off
     gps_glitch_rate: float = 0.005  # per position: reads 0,0
-    out_of_range_rate: float = 0.004  # per snapshot or soc/speed signal: soc > 100 or speed > 300
+    out_of_range_rate: float = 0.004  # per snapshot, soc or speed signal: soc > 100 or speed > 300
     lone_half_rate: float = 0.002  # per lon signal: lost, so its lat arrives alone
     unregistered_share: float = 0.05  # vehicles missing from the registry
 
@@ -89,6 +92,7 @@ class BronzeInput:
 #: How the simulator's encoder writes a 0,0 fix (snapshot, and the lat half of a signal pair).
 _GLITCH_SNAPSHOT = b'"lat":0.0,"lon":0.0'
 _GLITCH_SIGNAL = b'"name":"lat","float_value":0.0}'
+_LON_SIGNAL = b'"name":"lon"'
 _DECODE = msgspec.json.decode
 _ENCODE = msgspec.json.encode
 
@@ -113,6 +117,11 @@ def _spoil(value: bytes, rng: np.random.Generator):
     return _ENCODE(doc)
 
 
+def _draw(value: bytes, seed: int) -> float:
+    """A number in [0, 1) that depends only on the message's bytes (and the seed)."""
+    return zlib.crc32(value, seed) / 2**32
+
+
 def _vehicle_count(events: int) -> int:
     return max(10, -(-events // int(_MESSAGES_PER_VEHICLE_S * _SIMULATED_S)))
 
@@ -130,7 +139,6 @@ def build_bronze_hour(lake_root: str, events: int, seed: int = 7, partitions: in
                               imperfections=Imperfections(duplicate_rate=faults.duplicate_rate,
                                                           clock_skew_rate=faults.clock_skew_rate,
                                                           gps_glitch_rate=faults.gps_glitch_rate, bad_rate=0.0))
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB0B]))
     counts = {"snapshot": 0, "signal": 0, "duplicate": 0, "out_of_range": 0, "lone_half": 0, "rejected": 0,
               "gps_glitch": 0}
     columns = {p: ([], [], [], [], []) for p in range(partitions)}  # offset-ordered per Kafka partition
@@ -139,17 +147,20 @@ def build_bronze_hour(lake_root: str, events: int, seed: int = 7, partitions: in
     report_every = max(events // 5, 1)
     for batch in message_batches(config):
         duplicate = {i for i, kind in batch.defects.items() if kind == "duplicate"}
-        spoil = set(np.flatnonzero(rng.random(len(batch)) < faults.out_of_range_rate).tolist())
-        lose = np.flatnonzero(rng.random(len(batch)) < faults.lone_half_rate).tolist()
-        lost = {i for i in lose if b'"name":"lon"' in batch.values[i] and i not in duplicate}
         for i, (key, value, ts) in enumerate(zip(batch.keys, batch.values, batch.timestamps_ms)):
-            if ts >= hour_end or i in lost:
+            if ts >= hour_end:
                 continue
-            if i in spoil and i not in duplicate:
-                spoiled = _spoil(value, rng)
+            # Faults are drawn from the message's own bytes, so a redelivery (same bytes)
+            # shares its original's fate: spoiled the same way, or lost too.
+            draw = _draw(value, seed)
+            if draw < faults.lone_half_rate and _LON_SIGNAL in value:
+                counts["lone_half"] += i not in duplicate
+                continue
+            if draw >= 1.0 - faults.out_of_range_rate:
+                spoiled = _spoil(value, np.random.default_rng([seed, int(draw * 2**32)]))
                 if spoiled is not None:
                     value = spoiled
-                    counts["out_of_range"] += 1
+                    counts["out_of_range"] += i not in duplicate
             verdict = validate_message(value)
             if not isinstance(verdict, Accepted):
                 counts["rejected"] += 1
@@ -171,7 +182,6 @@ def build_bronze_hour(lake_root: str, events: int, seed: int = 7, partitions: in
                 progress(f"  simulated {kept:,} of {events:,} Bronze rows ({time.perf_counter() - started:.0f}s)")
             if kept >= events:
                 break
-        counts["lone_half"] += len(lost)
         if kept >= events:
             break
 
