@@ -3,9 +3,13 @@
     from lake.query import query
     query("SELECT vehicle_id, count(*) FROM bronze_telemetry GROUP BY 1").to_pandas()
 
-DuckDB scans Arrow datasets: Bronze's hive-partitioned Parquet directly, and
-the Delta tables through ``deltalake`` (DuckDB's delta extension cannot be
-downloaded offline, and the Arrow route needs no extension at all).
+Bronze's hive-partitioned Parquet is scanned as an Arrow dataset. A Delta
+table on a local lake is a view over exactly the Parquet files its current
+version holds (``deltalake`` lists them; DuckDB's delta extension cannot be
+downloaded offline) read by DuckDB's own Parquet reader: deltalake 1.6 writes
+strings as Arrow ``string_view``, which pyarrow 25 cannot compare with a
+string literal, so a pushed-down ``WHERE vehicle_id = 'V1'`` fails on the
+Arrow route. Remote lakes (s3://, gs://) take the Arrow route.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import pyarrow as pa
 
 from lake_schemas import TABLES, LakePaths
 from lake_schemas.paths import PARQUET_TABLES
-from lake_schemas.storage import filesystem, fs_path
+from lake_schemas.storage import filesystem, fs_path, is_local
 
 from .errors import LakeError
 
@@ -46,6 +50,55 @@ def table_dataset(lake_root: str, name: str):
         return None
 
 
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_date(arrow_type):
+        return "DATE"
+    if pa.types.is_integer(arrow_type):
+        return "BIGINT"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMPTZ"
+    return "VARCHAR"
+
+
+def _plain(t: pa.DataType) -> pa.DataType:
+    if t == pa.string_view() or t == pa.large_string():
+        return pa.string()
+    if t == pa.binary_view():
+        return pa.binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return pa.list_(_plain(t.value_type))
+    return t
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _register_delta_files(con, name: str, location: str) -> bool:
+    """A view of table ``name`` over its current Parquet files; False when there is no table."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(location)
+    except TableNotFoundError:
+        return False
+    schema = pa.schema(table.schema().to_arrow())
+    schema = pa.schema([pa.field(f.name, _plain(f.type), f.nullable) for f in schema])
+    files = table.file_uris()
+    if not files:
+        con.register(name, schema.empty_table())
+        return True
+    partitions = table.metadata().partition_columns
+    columns = ", ".join('"' + c.replace('"', '""') + '"' for c in schema.names)
+    source = f"read_parquet([{', '.join(_sql_text(f) for f in files)}], union_by_name = true"
+    if partitions:
+        types = ", ".join(f"{_sql_text(c)}: {_sql_text(_duckdb_type(schema.field(c).type))}" for c in partitions)
+        source += f", hive_partitioning = true, hive_types = {{{types}}}"
+    con.execute(f'CREATE VIEW "{name}" AS SELECT {columns} FROM {source})')
+    return True
+
+
 def available_tables(lake_root: str) -> list:
     return [name for name in TABLES if table_dataset(lake_root, name) is not None]
 
@@ -60,6 +113,10 @@ def query(sql: str, lake_root: Optional[str] = None, output: str = "arrow"):
     con = duckdb.connect()
     referenced = {name for name in TABLES if re.search(rf"\b{name}\b", sql, re.IGNORECASE)}
     for name in sorted(referenced):
+        if name not in PARQUET_TABLES and is_local(root):
+            if not _register_delta_files(con, name, LakePaths(root).table(name)):
+                raise LakeError(f"table {name} does not exist yet under {root} (nothing has been written to it)")
+            continue
         dataset = table_dataset(root, name)
         if dataset is None:
             raise LakeError(f"table {name} does not exist yet under {root} (nothing has been written to it)")
