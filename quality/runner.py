@@ -88,6 +88,40 @@ def docs_index(lake_root: str) -> Optional[str]:
     return os.path.join(_quality_dir(lake_root), "gx", "uncommitted", "data_docs", "local_site", "index.html")
 
 
+def remote_docs_index(lake_root: str) -> str:
+    """Where a remote lake's Data Docs are: ``{LAKE_ROOT}/_quality/data_docs/index.html``."""
+    return f"{_quality_dir(lake_root)}/data_docs/index.html"
+
+
+def _publish_remote_docs(context, lake_root: str, validated: list) -> str:
+    """Build this gate's Data Docs pages locally, then copy them next to the lake (s3://, gs://).
+
+    Great Expectations can write sites to S3 or GCS itself, but only through
+    boto3 or google-cloud-storage; the lake's own pyarrow filesystem reaches
+    both. The ephemeral context keeps no history, so the index lists this
+    gate's validations; the pages of earlier gates stay beside it.
+    """
+    import tempfile
+
+    fs, _ = filesystem(lake_root)
+    target = fs_path(lake_root, f"{_quality_dir(lake_root)}/data_docs")
+    with tempfile.TemporaryDirectory(prefix="lake-data-docs-") as site:
+        if "lake_remote" not in (context.get_config().data_docs_sites or {}):
+            context.add_data_docs_site("lake_remote", {
+                "class_name": "SiteBuilder", "show_how_to_buttons": False,
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": site},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+        context.build_data_docs(site_names=["lake_remote"], resource_identifiers=validated)
+        for directory, _, names in os.walk(site):
+            for name in names:
+                relative = os.path.relpath(os.path.join(directory, name), site)
+                destination = f"{target}/{relative}"
+                fs.create_dir(destination.rsplit("/", 1)[0], recursive=True)
+                with open(os.path.join(directory, name), "rb") as source, fs.open_output_stream(destination) as out:
+                    out.write(source.read())
+    return remote_docs_index(lake_root)
+
+
 def _quality_dir(lake_root: str) -> str:
     return LakePaths(lake_root).quality
 
@@ -205,6 +239,8 @@ def run_suites(lake_root: str, layer: str, key: str, batches: list, parameters: 
                 validated.extend(outcome.run_results)
         if local:  # only this gate's pages, and the index
             context.build_data_docs(resource_identifiers=validated)
-    result.docs = docs_index(lake_root) if local else None
+            result.docs = docs_index(lake_root)
+        else:
+            result.docs = _publish_remote_docs(context, lake_root, validated)
     result.summary_path = _write_summary(lake_root, result)
     return result
