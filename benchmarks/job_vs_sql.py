@@ -91,7 +91,7 @@ def print_results(layer: str, job: str, events: int, runs: JobRuns, duck: ChildR
 
     def line(label: str, r: ChildRun, extra: str = "") -> None:
         print(f"  {label:28s} {r.seconds:7.2f}s  {rate(events, r.seconds):>10,.0f} events/s  "
-              f"peak RSS {r.peak_rss_mb:,.0f} MB{extra}")
+              f"cpu {r.cpu_seconds:6.2f}s  peak RSS {r.peak_rss_mb:,.0f} MB{extra}")
 
     if runs.gated is not None:
         line(f"{job} (gate on)", runs.gated)

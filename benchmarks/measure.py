@@ -1,4 +1,4 @@
-"""Timing a command the way a user runs it: its own process, wall clock and peak memory.
+"""Timing a command the way a user runs it: its own process, wall clock, CPU time and peak memory.
 
 ``run_child`` starts the command, waits for it with ``os.wait4`` (which
 hands back that child's own ``ru_maxrss``, not the sum over every child the
@@ -26,6 +26,7 @@ class ChildRun:
     returncode: int
     stdout: str
     stderr: str
+    cpu_seconds: float = 0.0  # user + system: less sensitive than wall time to a busy machine
 
     def last_line(self, stream: str = "stdout") -> str:
         lines = [ln for ln in getattr(self, stream).splitlines() if ln.strip()]
@@ -48,7 +49,8 @@ def run_child(command: Sequence[str], env: Optional[dict] = None) -> ChildRun:
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return ChildRun(list(command), seconds, usage.ru_maxrss / 1024.0, proc.returncode, out.read(), err.read())
+        return ChildRun(list(command), seconds, usage.ru_maxrss / 1024.0, proc.returncode, out.read(), err.read(),
+                        usage.ru_utime + usage.ru_stime)
 
 
 def python_module(module: str, *args: str) -> list:
