@@ -105,12 +105,12 @@ def test_maintenance_graph(described):
     assert dag["catchup"] is False  # only the latest maintenance matters
 
 
-@pytest.mark.parametrize("dag_id, interval, catchup", [
-    ("telemetry_bronze_to_silver", timedelta(hours=1), True),
-    ("telemetry_silver_to_gold", timedelta(days=1), True),
-    ("telemetry_maintenance", timedelta(days=1), False),
+@pytest.mark.parametrize("dag_id, interval, catchup, first_start", [
+    ("telemetry_bronze_to_silver", timedelta(hours=1), True, datetime(2026, 2, 27, tzinfo=timezone.utc)),
+    ("telemetry_silver_to_gold", timedelta(days=1), True, datetime(2026, 2, 27, tzinfo=timezone.utc)),
+    ("telemetry_maintenance", timedelta(days=1), False, datetime(2026, 2, 27, 3, 30, tzinfo=timezone.utc)),
 ])
-def test_schedules_have_real_data_intervals(described, dag_id, interval, catchup):
+def test_schedules_have_real_data_intervals(described, dag_id, interval, catchup, first_start):
     dag = described["dags"][dag_id]
     assert dag["timetable"] == "CronDataIntervalTimetable"
     assert dag["catchup"] is catchup
@@ -123,7 +123,7 @@ def test_schedules_have_real_data_intervals(described, dag_id, interval, catchup
     if dag_id == "telemetry_bronze_to_silver":
         assert (manual_start, manual_end) == (datetime(2026, 3, 1, 8, tzinfo=timezone.utc),
                                               datetime(2026, 3, 1, 9, tzinfo=timezone.utc))
-    assert start == datetime(2026, 2, 27, tzinfo=timezone.utc)
+    assert start == first_start  # from LAKE_DAGS_START_DATE
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)

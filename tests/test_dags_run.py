@@ -3,8 +3,11 @@
 Real Airflow (its SQLite database, the task runner, sensors, XCom, the
 trigger of another DAG), real Beam on the local runner through Airflow's
 Beam provider, real Delta tables, real Great Expectations gates. One lake
-and one Airflow database for the module; each ``dags test`` costs 10-30 s,
-so each is run once, by a module fixture, and its outcome checked by tests.
+for the module; each ``dags test`` costs 10-30 s, so each is run once, by a
+module fixture, and its outcome checked by tests. The main story (an hour,
+its day, a late hour, the day again, maintenance) shares one Airflow
+database; runs that do not depend on it (an empty hour, a failing gate, a
+backfill) use databases of their own and run beside it, two at a time.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import datetime as dt
 import json
 import sqlite3
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pyarrow.compute as pc
@@ -34,17 +38,26 @@ RUN_TIMEOUT_S = 600  # a gate failure must fail at once: retried, it would take 
 def lake(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("dags-run") / "lake")
     dag_lake.build(root)
-    return SimpleNamespace(root=root, home=fresh_airflow_home(tmp_path_factory))
+    # home: the main story's Airflow database; side: the independent runs'.
+    return SimpleNamespace(root=root, home=fresh_airflow_home(tmp_path_factory),
+                           side=fresh_airflow_home(tmp_path_factory), gate=fresh_airflow_home(tmp_path_factory))
 
 
-def run(lake, dag_id, when, **kw):
-    result = dags_test(dag_id, when, lake.root, home=lake.home, timeout=RUN_TIMEOUT_S, **kw)
+def run(lake, dag_id, when, home=None, **kw):
+    result = dags_test(dag_id, when, lake.root, home=home or lake.home, timeout=RUN_TIMEOUT_S, **kw)
     assert result.state in ("success", "failed"), result.output[-5000:]
     return result
 
 
-def task_states(lake, dag_id: str, run_id: str) -> dict:
-    with sqlite3.connect(f"{lake.home}/airflow.db") as db:
+def together(*calls):
+    """Run the callables at once (each starts its own processes); return their results in order."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]
+
+
+def task_states(lake, dag_id: str, run_id: str, home=None) -> dict:
+    with sqlite3.connect(f"{home or lake.home}/airflow.db") as db:
         rows = db.execute("SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
                           (dag_id, run_id)).fetchall()
     return {task if index < 0 else f"{task}[{index}]": state for task, index, state in rows}
@@ -76,15 +89,32 @@ def versions(root: str) -> tuple:
 
 # -- The runs, each once --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def good_hour(lake):
-    # Logical date 09:00 in `dags test` is the interval 08:00-09:00: the good hour.
-    # A Variable set through the environment reaches the job as a Beam option (--shards=2).
-    return run(lake, HOURLY, "2026-03-01T09:00:00Z", env={"AIRFLOW_VAR_LAKE_BEAM_OPTIONS": '{"shards": 2}'})
+def first_runs(lake):
+    return together(
+        # Logical date 09:00 in `dags test` is the interval 08:00-09:00: the good hour.
+        # A Variable set through the environment reaches the job as a Beam option (--shards=2).
+        lambda: run(lake, HOURLY, "2026-03-01T09:00:00Z", env={"AIRFLOW_VAR_LAKE_BEAM_OPTIONS": '{"shards": 2}'}),
+        lambda: run(lake, HOURLY, "2026-03-01T03:00:00Z", home=lake.side),  # hour 02: no data
+    )
 
 
 @pytest.fixture(scope="module")
-def gold_of_the_day(lake, good_hour):
-    return run(lake, DAILY, "2026-03-02")  # the day 2026-03-01: its 23 other hours are empty for good
+def good_hour(first_runs):
+    return first_runs[0]
+
+
+@pytest.fixture(scope="module")
+def second_runs(lake, good_hour):
+    return together(
+        lambda: run(lake, DAILY, "2026-03-02"),  # the day 2026-03-01: its 23 other hours are empty for good
+        # Bronze hour 2026-03-03T05: 4 of its 10 rows at latitude 95. Silver exists now, and nothing else writes it.
+        lambda: (versions(lake.root), run(lake, HOURLY, "2026-03-03T06:00:00Z", home=lake.gate), versions(lake.root)),
+    )
+
+
+@pytest.fixture(scope="module")
+def gold_of_the_day(second_runs):
+    return second_runs[0]
 
 
 @pytest.fixture(scope="module")
@@ -108,27 +138,25 @@ def test_hourly_run_publishes_its_hour_to_silver(lake, good_hour):
     assert f"silver {dag_lake.GOOD_HOUR}: 36 bronze rows" in good_hour.output  # the report, in the task log
 
 
-def test_an_hour_without_data_is_skipped_not_failed(lake, good_hour):
-    before = versions(lake.root)
-    result = run(lake, HOURLY, "2026-03-01T03:00:00Z")
+def test_an_hour_without_data_is_skipped_not_failed(lake, first_runs):
+    result = first_runs[1]
     assert result.state == "success", result.output[-5000:]
     assert "Bronze hour 2026-03-01T02 holds no rows and the ingest has moved past it" in result.output
-    assert task_states(lake, HOURLY, result.run_id) == {
+    assert task_states(lake, HOURLY, result.run_id, home=lake.side) == {
         "wait_for_bronze_hour": "success", "validate_bronze": "skipped", "publish_silver": "skipped",
         "record_silver_hour": "skipped", "late_gold_days": "skipped", "recompute_gold": "skipped"}
-    assert versions(lake.root) == before
+    assert "beam_pipelines.silver.pipeline" not in result.output  # no job started
     assert read_record(lake.root, "silver", "2026-03-01T02") is None
 
 
-def test_a_failing_gate_fails_the_run_and_leaves_silver_untouched(lake, late_hour):
-    before = versions(lake.root)
-    result = run(lake, HOURLY, "2026-03-03T06:00:00Z")  # Bronze hour 2026-03-03T05: 4 of its 10 rows at latitude 95
+def test_a_failing_gate_fails_the_run_and_leaves_silver_untouched(lake, second_runs):
+    before, result, after = second_runs[1]
     assert result.state == "failed"
     assert ("QualityGateFailed: silver batch 2026-03-03T05 failed its quality gate (nothing was published): "
             "silver_quarantine_rate (expect_column_values_to_be_null on reason: 4 of 10 rows (40.0%)") in result.output
     assert "Retry policy decision" in result.output and "action=fail" in result.output  # not retried
-    assert versions(lake.root) == before
-    assert task_states(lake, HOURLY, result.run_id) == {
+    assert after == before
+    assert task_states(lake, HOURLY, result.run_id, home=lake.gate) == {
         "wait_for_bronze_hour": "success", "validate_bronze": "success", "publish_silver": "failed",
         "record_silver_hour": "upstream_failed", "late_gold_days": "upstream_failed",
         "recompute_gold": "upstream_failed"}
@@ -156,20 +184,9 @@ def test_late_rows_trigger_a_gold_run_for_their_day(lake, late_hour):
     assert json.loads(conf) == {"date": "2026-03-01", "reason": "late rows from Bronze hour 2026-03-02T00"}
 
 
-def test_the_triggered_gold_run_recomputes_the_day(lake, late_hour):
-    conf = json.loads(dag_runs(lake, DAILY)["late_data__2026-03-01__from_2026-03-02T00"][2])
-    assert gold_day(lake.root, dag_lake.DAY) == {("D1", 8): 12, ("D2", 8): 12, ("D3", 8): 12}  # stale
-    # What the queued run does, run here: its conf names the day, whatever its data interval.
-    result = run(lake, DAILY, "2026-03-10", conf=conf)
-    assert result.state == "success", result.output[-5000:]
-    assert gold_day(lake.root, dag_lake.DAY) == {("D1", 8): 12, ("D2", 8): 12, ("D3", 8): 12, ("D1", 23): 12}
-    assert gold_day(lake.root, dt.date(2026, 3, 9)) == {}
-
-
-# -- Scheduled intervals and backfills --------------------------------------------------------------------------
-def test_a_scheduled_run_processes_the_hour_its_interval_starts(lake, good_hour):
-    # A backfill creates runs the way the scheduler does: logical date 08:00 covers 08:00-09:00.
-    env = airflow_env(lake.root, home=lake.home)
+def scheduled_style_run(lake) -> tuple:
+    """A backfill creates runs as the scheduler does (logical date 08:00 covers 08:00-09:00); run its sensor."""
+    env = airflow_env(lake.root, home=lake.side)
 
     def airflow(*args):
         out = subprocess.run([airflow_executable(), *args], env=env, capture_output=True, text=True, timeout=300)
@@ -178,17 +195,39 @@ def test_a_scheduled_run_processes_the_hour_its_interval_starts(lake, good_hour)
 
     airflow("backfill", "create", "--dag-id", HOURLY, "--from-date", "2026-03-01T08:00:00+00:00",
             "--to-date", "2026-03-01T08:00:00+00:00", "--reprocess-behavior", "completed")
-    with sqlite3.connect(f"{lake.home}/airflow.db") as db:
+    with sqlite3.connect(f"{lake.side}/airflow.db") as db:
         run_id, start, end = db.execute(
             "SELECT run_id, data_interval_start, data_interval_end FROM dag_run WHERE dag_id = ? AND run_type = ?",
             (HOURLY, "backfill")).fetchone()
+    return start, end, airflow("tasks", "test", HOURLY, "wait_for_bronze_hour", run_id)
+
+
+@pytest.fixture(scope="module")
+def last_runs(lake, late_hour, first_runs):
+    conf = json.loads(dag_runs(lake, DAILY)["late_data__2026-03-01__from_2026-03-02T00"][2])
+    stale = gold_day(lake.root, dag_lake.DAY)
+    # What the queued run does, run here: its conf names the day, whatever its data interval.
+    recomputed, scheduled = together(lambda: run(lake, DAILY, "2026-03-10", conf=conf),
+                                     lambda: scheduled_style_run(lake))
+    return SimpleNamespace(stale=stale, recomputed=recomputed, scheduled=scheduled)
+
+
+def test_the_triggered_gold_run_recomputes_the_day(lake, last_runs):
+    assert last_runs.stale == {("D1", 8): 12, ("D2", 8): 12, ("D3", 8): 12}
+    assert last_runs.recomputed.state == "success", last_runs.recomputed.output[-5000:]
+    assert gold_day(lake.root, dag_lake.DAY) == {("D1", 8): 12, ("D2", 8): 12, ("D3", 8): 12, ("D1", 23): 12}
+    assert gold_day(lake.root, dt.date(2026, 3, 9)) == {}
+
+
+# -- Scheduled intervals and backfills --------------------------------------------------------------------------
+def test_a_scheduled_run_processes_the_hour_its_interval_starts(last_runs):
+    start, end, out = last_runs.scheduled
     assert (start[:19], end[:19]) == ("2026-03-01 08:00:00", "2026-03-01 09:00:00")
-    out = airflow("tasks", "test", HOURLY, "wait_for_bronze_hour", run_id)
     assert f"Bronze hour {dag_lake.GOOD_HOUR}: ready" in out  # the hour the manual run at 09:00 processed, too
 
 
 # -- Maintenance ----------------------------------------------------------------------------------------------
-def test_maintenance_runs_as_of_its_data_interval(lake, late_hour):
+def test_maintenance_runs_as_of_its_data_interval(lake, last_runs):
     result = run(lake, MAINTENANCE, "2026-03-04")
     assert result.state == "success", result.output[-5000:]
     # Manual run at 2026-03-04T00:00 of a 03:30 schedule: the interval that ended at 2026-03-03T03:30.
