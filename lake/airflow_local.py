@@ -16,6 +16,7 @@ real auth manager instead.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -26,7 +27,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Dict, List, NamedTuple, Optional
 
@@ -226,6 +229,8 @@ def stack_env(lake_root: str, host: str, port: int, home: Optional[str] = None,
     env.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords_file(home)))
     # Tasks report to the api-server's execution API; Airflow assumes localhost:8080.
     env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://{connect_host}:{port}/execution/")
+    # Its 5 s default fails tasks (a retry minutes later) when one machine runs everything at once.
+    env.setdefault("AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT", "30")
     for key, default in _SIDE_PORTS.items():
         if key not in env:
             env[key] = str(default if port_free("0.0.0.0", default) else _free_port())
@@ -295,19 +300,46 @@ def _check_database_drivers(env: dict) -> None:
 
 # --- health --------------------------------------------------------------------------------------
 
-def health(url: str, timeout: float = 5.0) -> Optional[dict]:
-    """``/api/v2/monitor/health`` as {component: status}; None when the api-server does not answer."""
+# The health endpoint's name for each component that heartbeats.
+_HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+
+
+def _health_body(url: str, timeout: float = 5.0) -> Optional[dict]:
     try:
         with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=timeout) as response:
             body = json.load(response)
     except (urllib.error.URLError, OSError, ValueError):
         return None
+    return body if isinstance(body, dict) else None
+
+
+def _statuses(body: Optional[dict]) -> Optional[dict]:
+    if body is None:
+        return None
     return {name: (part or {}).get("status") or "absent" for name, part in body.items()}
+
+
+def health(url: str, timeout: float = 5.0) -> Optional[dict]:
+    """``/api/v2/monitor/health`` as {component: status}; None when the api-server does not answer."""
+    return _statuses(_health_body(url, timeout))
 
 
 def is_healthy(report: Optional[dict]) -> bool:
     wanted = ("metadatabase", "scheduler", "dag_processor", "triggerer")
     return report is not None and all(report.get(name) == "healthy" for name in wanted)
+
+
+def _heartbeat_since(body: dict, component: str, since: float) -> bool:
+    """Has ``component`` heartbeaten since ``since`` (epoch s)?  The health of a component just
+    (re)started must not be the last heartbeat of the one it replaces, still within the threshold."""
+    key = _HEALTH_KEYS[component]
+    beat = (body.get(key) or {}).get(f"latest_{key}_heartbeat")
+    if not beat:
+        return False
+    try:
+        return datetime.fromisoformat(beat).timestamp() >= since
+    except ValueError:
+        return False
 
 
 def _last_error(path: Path) -> str:
@@ -361,6 +393,19 @@ def _spawn(component: str, env: dict, home: str, host: str, port: int) -> int:
     return proc.pid
 
 
+@contextmanager
+def _only_one_up(home: str):
+    """Two ``up`` at once on one home would start every component twice: the second one is refused."""
+    run_dir(home).mkdir(parents=True, exist_ok=True)
+    lock = run_dir(home) / "up.lock"
+    with open(lock, "w") as handle:  # not inherited by the components (Python opens files close-on-exec)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AirflowStackError(f"another `lake airflow up` is starting this Airflow (lock {lock})") from None
+        yield
+
+
 def start(lake_root: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, timeout: float = START_TIMEOUT_S,
           progress: Progress = lambda line: None, home: Optional[str] = None,
           dags_folder: Optional[str] = None) -> StackInfo:
@@ -370,13 +415,19 @@ def start(lake_root: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, ti
     component that died is started again on the stack's recorded port.
     On failure or Ctrl-C while waiting, the components started here are stopped.
     """
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
     home = home or airflow_home(lake_root)
+    with _only_one_up(home):
+        return _start(lake_root, port, host, timeout, progress, home, dags_folder)
+
+
+def _start(lake_root: str, port: int, host: str, timeout: float, progress: Progress, home: str,
+           dags_folder: Optional[str]) -> StackInfo:
     running = _running(home)
     meta = _stack_meta(home)
     if running:  # keep the port the running api-server already listens on
         host, port = meta.get("host", host), int(meta.get("port", port))
-    if not 0 < port < 65536:
-        raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     env = stack_env(lake_root, host, port, home=home, dags_folder=dags_folder)
     missing = [c for c in COMPONENTS if c not in running]
@@ -387,17 +438,29 @@ def start(lake_root: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, ti
     if "api-server" in missing and not port_free(host, port):
         raise ConfigError(f"port {port} on {host} is taken: stop what listens there or pass --port")
     _check_database_drivers(env)
-    run_dir(home).mkdir(parents=True, exist_ok=True)
     _seed_password(env)
     _stack_file(home).write_text(json.dumps({"host": host, "port": port, "url": url}) + "\n")
-    _migrate(env, home, progress)
+    if not running:  # components still running prove the database is migrated
+        _migrate(env, home, progress)
+    deadline = time.monotonic() + timeout
     started: List[str] = []
     try:
-        for component in missing:
+        # The api-server first: tasks the scheduler starts at once report to its execution API,
+        # and fail (retried only minutes later) if it does not answer yet.
+        if "api-server" in missing:
+            running["api-server"] = _spawn("api-server", env, home, host, port)
+            started.append("api-server")
+            progress(f"airflow: started api-server; waiting until it answers at {url} ...")
+            _wait(home, url, deadline, progress, started, lambda body: body is not None, "api-server answering")
+        rest = [c for c in missing if c != "api-server"]
+        since = time.time() - 1  # heartbeats carry no sub-second guarantee across processes
+        for component in rest:
             running[component] = _spawn(component, env, home, host, port)
             started.append(component)
-        progress(f"airflow: started {', '.join(missing)}; waiting until they are healthy at {url} ...")
-        _wait_healthy(home, url, timeout, progress)
+        progress(f"airflow: started {', '.join(rest)}; waiting until all are healthy ...")
+        _wait(home, url, deadline, progress, list(COMPONENTS),
+              lambda body: is_healthy(_statuses(body)) and all(_heartbeat_since(body, c, since) for c in rest),
+              "all healthy")
     except BaseException:
         stop(lake_root, home=home, only=started)
         raise
@@ -405,25 +468,27 @@ def start(lake_root: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, ti
     return StackInfo(url=url, user=user, password=password, home=home, database=_database(env), pids=running)
 
 
-def _wait_healthy(home: str, url: str, timeout: float, progress: Progress) -> None:
+def _wait(home: str, url: str, deadline: float, progress: Progress, components: List[str],
+          done: Callable[[Optional[dict]], bool], goal: str) -> None:
+    """Poll the health endpoint until ``done(its body)``; fail fast when one of ``components`` exits."""
     began = time.monotonic()
     last_report = began
-    report = None
     while True:
-        dead = [c for c in COMPONENTS if c not in _running(home)]
+        alive = _running(home)
+        dead = [c for c in components if c not in alive]
         if dead:
             log = _log_file(home, dead[0])
             raise AirflowStackError(f"airflow {dead[0]} exited while starting: {_last_error(log)} (log: {log})")
-        report = health(url)
-        if is_healthy(report):
-            progress(f"airflow: healthy after {time.monotonic() - began:.0f} s")
-            return
+        body = _health_body(url)
         now = time.monotonic()
-        if now - began > timeout:
-            raise AirflowStackError(f"airflow not healthy after {timeout:.0f} s ({_describe(report)}); "
-                                    f"logs in {run_dir(home)}")
+        if done(body):
+            progress(f"airflow: {goal} after {now - began:.0f} s")
+            return
+        if now > deadline:
+            raise AirflowStackError(f"airflow not healthy in time ({_describe(_statuses(body))}); "
+                                    f"pass a longer --timeout or read the logs in {run_dir(home)}")
         if now - last_report >= 5:
-            progress(f"airflow: waiting ({now - began:.0f} s): {_describe(report)}")
+            progress(f"airflow: waiting ({now - began:.0f} s): {_describe(_statuses(body))}")
             last_report = now
         time.sleep(1)
 

@@ -101,6 +101,9 @@ def stack(tmp_path_factory):
         # Another Airflow's home or DAG folder in the caller's environment must not leak in.
         for name in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW_CONFIG"):
             mp.delenv(name, raising=False)
+        # Paused until a test unpauses one: the hourly DAG's catch-up would run Beam jobs on the lake's
+        # Bronze hour and compete for the machine's two cores with the run under test.
+        mp.setenv("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "True")
         home = airflow_local.airflow_home(str(root))
         try:
             info = airflow_local.start(str(root), port=free_port(), progress=print)
@@ -191,6 +194,7 @@ def test_ui_login_lists_the_dags_without_import_errors(stack, browser):
 def test_triggered_run_turns_green(stack, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
+    assert stack.api(f"/api/v2/dags/{TRIGGERED_DAG}", {"is_paused": False}, method="PATCH")["is_paused"] is False
     browser.get(f"{stack.info.url}/dags/{TRIGGERED_DAG}")
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"), stack,
           "the Trigger button")[0].click()
@@ -227,6 +231,25 @@ def test_triggered_run_turns_green(stack, browser, tmp_path):
     kept = REPO / "test-output" / "airflow_ui.png"
     kept.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, kept)
+
+
+def test_up_restarts_a_component_that_died(stack, capsys):
+    import signal
+
+    triggerer = airflow_local._running(stack.info.home)["triggerer"]
+    os.killpg(triggerer, signal.SIGKILL)  # and its log server: the whole group, as a crash or OOM kill would
+    deadline = time.monotonic() + 10
+    while "triggerer" in airflow_local._running(stack.info.home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert main(["airflow", "up", "--lake-root", stack.root]) == 0
+    out, err = capsys.readouterr()
+    assert "started triggerer;" in err and "migrating" not in err and "api-server;" not in err, err
+    assert f"Airflow UI: {stack.info.url}" in out
+    running = airflow_local._running(stack.info.home)
+    assert running["triggerer"] != triggerer
+    assert {c: running[c] for c in running if c != "triggerer"} == \
+        {c: pid for c, pid in stack.info.pids.items() if c != "triggerer"}
+    assert airflow_local.is_healthy(airflow_local.health(stack.info.url))
 
 
 def test_up_again_says_already_running(stack, capsys):
@@ -278,6 +301,19 @@ def test_port_taken_is_a_clear_error(tmp_path, capsys):
     assert not list(airflow_local.run_dir(airflow_local.airflow_home(str(tmp_path))).glob("*.pid"))
 
 
+def test_a_second_up_while_one_is_starting_is_refused(tmp_path, capsys):
+    import fcntl
+
+    run = airflow_local.run_dir(airflow_local.airflow_home(str(tmp_path)))
+    run.mkdir(parents=True)
+    with open(run / "up.lock", "w") as held:  # what a first `up`, still waiting for health, holds
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(["airflow", "up", "--lake-root", str(tmp_path), "--port", str(free_port())]) == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another `lake airflow up` is starting" in err
+    assert not list(run.glob("*.pid"))
+
+
 def test_bad_port_and_timeout_are_flag_errors(tmp_path, capsys):
     assert main(["airflow", "up", "--lake-root", str(tmp_path), "--port", "70000"]) == 2
     assert "70000" in capsys.readouterr().err
@@ -286,7 +322,7 @@ def test_bad_port_and_timeout_are_flag_errors(tmp_path, capsys):
 
 
 def test_component_dying_at_start_is_reported_and_cleaned_up(tmp_path, monkeypatch, capsys):
-    # A certificate without its key: the api-server refuses to start, as soon as it reads its flags.
+    # A certificate without its key: the api-server refuses to start as soon as it reads its flags.
     monkeypatch.setenv("AIRFLOW__API__SSL_CERT", str(tmp_path / "no-such-cert.pem"))
     for name in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW_CONFIG"):
         monkeypatch.delenv(name, raising=False)
@@ -296,7 +332,8 @@ def test_component_dying_at_start_is_reported_and_cleaned_up(tmp_path, monkeypat
 
     def spawn(*args):
         pid = real_spawn(*args)
-        spawned[pid] = airflow_local._proc_stat(pid).start
+        proc = airflow_local._proc_stat(pid)
+        spawned[pid] = proc.start if proc else None
         return pid
 
     real_spawn = airflow_local._spawn
@@ -304,7 +341,7 @@ def test_component_dying_at_start_is_reported_and_cleaned_up(tmp_path, monkeypat
     assert main(["airflow", "up", "--lake-root", root, "--port", str(free_port())]) == 6
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("lake: error: airflow api-server exited while starting: ") and "SSL key" in err, err
-    assert len(spawned) == 4
+    assert len(spawned) == 1  # the others start only once the api-server answers
     assert _alive(spawned) == [], _log_tails(home)
     assert not list(airflow_local.run_dir(home).glob("*.pid"))
 
