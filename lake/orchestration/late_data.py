@@ -49,6 +49,22 @@ def _bronze_rows(lake_root: str, hour_ms: int) -> pa.Table:
                      "event_date": pc.cast(event_ts, pa.date32())})
 
 
+def _may_hold(bronze: pa.Table, days: set):
+    """A filter for Silver rows of ``days`` in the hour's offset range of each Kafka partition.
+
+    Exact matching is the join below; this lets the scan skip the files whose
+    statistics say they hold none of the hour's offsets (a day holds many hours).
+    """
+    ranges = bronze.group_by("kafka_partition").aggregate([("kafka_offset", "min"), ("kafka_offset", "max")])
+    in_hour = None
+    columns = ("kafka_partition", "kafka_offset_min", "kafka_offset_max")
+    for partition, low, high in zip(*(ranges[c].to_pylist() for c in columns)):
+        one = ((ds.field("kafka_partition") == partition) & (ds.field("kafka_offset") >= low)
+               & (ds.field("kafka_offset") <= high))
+        in_hour = one if in_hour is None else in_hour | one
+    return ds.field("event_date").isin(pa.array(sorted(days), pa.date32())) & in_hour
+
+
 def gold_day_exists(lake_root: str, day: _dt.date) -> bool:
     from deltalake import DeltaTable
 
@@ -66,8 +82,9 @@ def silver_days_from_hour(lake_root: str, hour_ms: int, days: set) -> set:
     if not days or not DeltaTable.is_deltatable(path):
         return set()
     bronze = _bronze_rows(lake_root, hour_ms).select(_KEY)
-    silver = delta_dataset(path).to_table(
-        columns=[*_KEY, "event_date"], filter=ds.field("event_date").isin(pa.array(sorted(days), pa.date32())))
+    if bronze.num_rows == 0:
+        return set()
+    silver = delta_dataset(path).to_table(columns=[*_KEY, "event_date"], filter=_may_hold(bronze, days))
     silver = silver.cast(pa.schema([pa.field("kafka_partition", pa.int32()), pa.field("kafka_offset", pa.int64()),
                                     pa.field("event_date", pa.date32())]))
     from_hour = silver.join(bronze, keys=_KEY, join_type="left semi")
