@@ -6,6 +6,8 @@ through the login form, finds every DAG of ``DAG_IDS`` and no import error,
 triggers a run with the UI's Trigger button and, once the REST API says the
 run succeeded, screenshots the run page (kept in the test's tmp dir and in
 ``test-output/airflow_ui.png``). ``down`` must then leave no process behind.
+The stack's DAGs start paused (only the triggered one is unpaused), so no
+catch-up competes with the run under test for the machine.
 """
 from __future__ import annotations
 
@@ -50,6 +52,12 @@ def _log_tails(home: str, lines: int = 25) -> str:
 
 def _fail(stack, message: str):
     pytest.fail(f"{message}\n{_log_tails(stack.info.home)}", pytrace=False)
+
+
+def _isolate(mp) -> None:
+    """Another Airflow's home, config or DAG folder in the caller's environment must not leak in."""
+    for name in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW_CONFIG"):
+        mp.delenv(name, raising=False)
 
 
 def _alive(processes) -> list:
@@ -98,9 +106,7 @@ def stack(tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow_ui") / "lake"
     _small_lake(str(root))
     with pytest.MonkeyPatch.context() as mp:
-        # Another Airflow's home or DAG folder in the caller's environment must not leak in.
-        for name in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW_CONFIG"):
-            mp.delenv(name, raising=False)
+        _isolate(mp)
         # Paused until a test unpauses one: the hourly DAG's catch-up would run Beam jobs on the lake's
         # Bronze hour and compete for the machine's two cores with the run under test.
         mp.setenv("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "True")
@@ -164,13 +170,14 @@ def test_ui_login_lists_the_dags_without_import_errors(stack, browser):
 
     deadline = time.monotonic() + PARSE_TIMEOUT_S
     while True:  # only the dag-processor fills the DAG table: wait for its first pass over dags/
-        listed = {d["dag_id"] for d in stack.api("/api/v2/dags?limit=100")["dags"]}
+        listed = {d["dag_id"]: d["fileloc"] for d in stack.api("/api/v2/dags?limit=100")["dags"]}
         errors = stack.api("/api/v2/importErrors")
-        if set(DAG_IDS) <= listed or errors["total_entries"] or time.monotonic() > deadline:
+        if set(DAG_IDS) <= set(listed) or errors["total_entries"] or time.monotonic() > deadline:
             break
         time.sleep(2)
     assert errors["total_entries"] == 0, [(e["filename"], e["stack_trace"][-300:]) for e in errors["import_errors"]]
-    assert set(DAG_IDS) <= listed, f"DAGs parsed so far: {sorted(listed)}"
+    assert set(DAG_IDS) <= set(listed), f"DAGs parsed so far: {sorted(listed)}"
+    assert all(Path(listed[d]).parent == Path(DAGS_FOLDER) for d in DAG_IDS), listed  # the repository's dags/
 
     browser.get(f"{stack.info.url}/dags")
     user = _wait(browser, lambda d: d.find_elements(By.NAME, "username"), stack, "the login form")[0]
@@ -324,8 +331,7 @@ def test_bad_port_and_timeout_are_flag_errors(tmp_path, capsys):
 def test_component_dying_at_start_is_reported_and_cleaned_up(tmp_path, monkeypatch, capsys):
     # A certificate without its key: the api-server refuses to start as soon as it reads its flags.
     monkeypatch.setenv("AIRFLOW__API__SSL_CERT", str(tmp_path / "no-such-cert.pem"))
-    for name in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
+    _isolate(monkeypatch)
     root = str(tmp_path)
     home = airflow_local.airflow_home(root)
     spawned = {}
@@ -392,8 +398,7 @@ def postgres_url():
 
 def test_up_on_postgresql(postgres_url, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", postgres_url)
-    for name in ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
+    _isolate(monkeypatch)
     root = str(tmp_path)
     port = free_port()
     try:
