@@ -417,6 +417,8 @@ def start(lake_root: str, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, ti
     """
     if not 0 < port < 65536:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
+    if not os.access(airflow_executable(), os.X_OK):
+        raise ConfigError(f"no Airflow at {airflow_executable()}: pip install -e '.[airflow]'")
     home = home or airflow_home(lake_root)
     with _only_one_up(home):
         return _start(lake_root, port, host, timeout, progress, home, dags_folder)

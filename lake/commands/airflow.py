@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .. import airflow_local
 from ..errors import ConfigError
 
 
@@ -30,9 +31,7 @@ def _progress(line: str) -> None:
 def _port(args) -> int:
     raw = args.port if args.port is not None else os.environ.get("LAKE_AIRFLOW_PORT")
     if raw is None:
-        from ..airflow_local import DEFAULT_PORT
-
-        return DEFAULT_PORT
+        return airflow_local.DEFAULT_PORT
     try:
         return int(raw)
     except ValueError:
@@ -40,14 +39,10 @@ def _port(args) -> int:
 
 
 def run(args, settings) -> int:
-    try:
-        from .. import airflow_local
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(f"lake airflow needs Airflow: pip install -e '.[airflow]' ({exc})") from None
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError("--timeout must be positive")
     if args.action == "up":
-        return _up(airflow_local, args, settings)
+        return _up(args, settings)
     if args.action == "down":
         stopped = airflow_local.stop(settings.lake_root, timeout=args.timeout or airflow_local.STOP_TIMEOUT_S)
         if not stopped:
@@ -55,10 +50,10 @@ def run(args, settings) -> int:
         else:
             print("stopped " + ", ".join(f"{name} (pid {pid})" for name, pid in stopped.items()))
         return 0
-    return _status(airflow_local, settings)
+    return _status(settings)
 
 
-def _up(airflow_local, args, settings) -> int:
+def _up(args, settings) -> int:
     host = args.host or os.environ.get("LAKE_AIRFLOW_HOST") or airflow_local.DEFAULT_HOST
     info = airflow_local.start(settings.lake_root, port=_port(args), host=host,
                                timeout=args.timeout or airflow_local.START_TIMEOUT_S, progress=_progress)
@@ -72,7 +67,7 @@ def _up(airflow_local, args, settings) -> int:
     return 0
 
 
-def _status(airflow_local, settings) -> int:
+def _status(settings) -> int:
     states, url, report = airflow_local.status(settings.lake_root)
     running = [s for s in states if s.pid is not None]
     if not running:
@@ -80,15 +75,13 @@ def _status(airflow_local, settings) -> int:
         return 1
     healthy = airflow_local.is_healthy(report)
     print(f"airflow: {'running' if healthy else 'degraded'} at {url}")
-    health_key = {"api-server": "metadatabase", "dag-processor": "dag_processor"}
     for state in states:
         if state.pid is None:
             print(f"  {state.name:<14} not running   log {state.log}")
             continue
-        if report is None:
-            detail = "api-server not answering" if state.name == "api-server" else "unknown"
+        if state.name == "api-server":
+            detail = "answering" if report is not None else "not answering"
         else:
-            detail = report.get(health_key.get(state.name, state.name), "unknown")
-            detail = "answering" if state.name == "api-server" else detail
+            detail = (report or {}).get(state.name.replace("-", "_"), "unknown")
         print(f"  {state.name:<14} pid {state.pid:<8} {detail:<10} log {state.log}")
     return 0 if healthy and len(running) == len(states) else 1
