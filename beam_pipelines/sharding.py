@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrow_coder import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
+
 __all__ = ["ShardByVehicle", "vehicle_shards"]
 
 
@@ -53,4 +55,5 @@ class ShardByVehicle(beam.PTransform):
         return (tables
                 | "Split" >> beam.FlatMap(_split, self.shards, self.staging)
                 | "Group" >> beam.GroupByKey()
-                | "Concat" >> beam.MapTuple(lambda shard, parts: _concat(parts, self.staging)))
+                | "Concat" >> beam.MapTuple(lambda shard, parts: _concat(parts, self.staging))
+                .with_output_types(pa.Table))

@@ -19,6 +19,7 @@ from lake.errors import LakeDataError
 from lake_schemas.storage import filesystem, fs_path
 from lake_schemas.tables import SILVER_SCHEMA
 
+from ..arrow_coder import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
 from ..sharding import ShardByVehicle
 from .commit import commit_day
 from .compute import combine_parts, compute_gold
@@ -60,7 +61,7 @@ class ReadSilverDay(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "Files" >> beam.Create(self.files)
-                | "Read" >> beam.ParDo(_ReadSilverFile(self.lake_root, self.day)))
+                | "Read" >> beam.ParDo(_ReadSilverFile(self.lake_root, self.day)).with_output_types(pa.Table))
 
 
 class ComputeGold(beam.PTransform):

@@ -8,12 +8,13 @@ these classes only place it in the pipeline.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from ..arrow_coder import ArrowTableCoder  # noqa: F401 - registers the coder of pa.Table
 from ..sharding import ShardByVehicle
 from .bronze_input import read_bronze_file
 from .clean import clean_batch, merge_batches
@@ -46,14 +47,16 @@ class ReadBronzeHour(beam.PTransform):
     def expand(self, pbegin):
         return (pbegin
                 | "Files" >> beam.Create(self.files)
-                | "Read" >> beam.ParDo(_ReadBronzeFile(self.lake_root, self.directory)))
+                | "Read" >> beam.ParDo(_ReadBronzeFile(self.lake_root, self.directory))
+                .with_output_types(Tuple[str, pa.Table]))
 
 
 class ParseTelemetry(beam.PTransform):
     """``(file name, Bronze table)`` -> parsed table (``parse.PARSED_SCHEMA``)."""
 
     def expand(self, files):
-        return files | "Parse" >> beam.MapTuple(lambda name, table: parse_bronze(table, name))
+        return files | "Parse" >> beam.MapTuple(lambda name, table: parse_bronze(table, name)).with_output_types(
+            pa.Table)
 
 
 class _Clean(beam.DoFn):
