@@ -8,7 +8,7 @@ from __future__ import annotations
 from lake_schemas.geohash import BASE32
 from lake_schemas.rules import EARTH_RADIUS_KM
 
-__all__ = ["geohash_stages", "haversine_km_sql", "connect"]
+__all__ = ["geohash_stages", "haversine_km_sql", "connect", "quote"]
 
 
 def connect(threads: int = 0):
@@ -20,6 +20,11 @@ def connect(threads: int = 0):
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con
+
+
+def quote(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _cell(value: str, low: float, span: float, bits: int) -> tuple[str, str]:

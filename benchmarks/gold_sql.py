@@ -32,17 +32,13 @@ from lake_schemas.tables import (
     MEASUREMENT_FIELDS,
 )
 
-from .duckdb_sql import connect, haversine_km_sql
+from .duckdb_sql import connect, haversine_km_sql, quote
 
 __all__ = ["gold_sql", "silver_day_files", "run_baseline", "main"]
 
 HOUR_MS = 3_600_000
 STATE_FIELDS = [f.name for f in MEASUREMENT_FIELDS] + ["zone_id"]
 _ORDER = ", ".join("ts_ms" if c == "event_ts" else c for c in GOLD_ORDER)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def silver_day_files(lake_root: str, day: _dt.date) -> list:
@@ -56,7 +52,7 @@ def silver_day_files(lake_root: str, day: _dt.date) -> list:
 
 def gold_sql(files: list, day: _dt.date) -> dict:
     """Statements: ``rows`` (a temp table of the day, ordered columns added), then the three tables' SELECTs."""
-    file_list = ", ".join(_quote(f) for f in files)
+    file_list = ", ".join(quote(f) for f in files)
     ordered = f"PARTITION BY vehicle_id, hour_ms ORDER BY {_ORDER}"
     km = haversine_km_sql("prev_lat", "prev_lon", "lat", "lon")
     positioned = "lat IS NOT NULL AND lon IS NOT NULL AND NOT isnan(lat) AND NOT isnan(lon)"
@@ -126,13 +122,13 @@ def run_baseline(lake_root: str, day: _dt.date, out_dir: str, threads: int = 0) 
     con.execute(statements.pop("rows"))
     counts = {"files": len(files), "silver_rows": con.sql("SELECT count(*) FROM day_rows").fetchall()[0][0]}
     for name, select in statements.items():
-        target = _quote(os.path.join(out_dir, name))
+        target = quote(os.path.join(out_dir, name))
         columns = ", ".join(_COLUMNS[name])
         partitioned = (", PARTITION_BY (event_date), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE"
                        if name != "vehicle_state" else "")
         if not partitioned:
             os.makedirs(os.path.join(out_dir, name), exist_ok=True)
-            target = _quote(os.path.join(out_dir, name, "data.parquet"))
+            target = quote(os.path.join(out_dir, name, "data.parquet"))
         con.execute(f"CREATE TEMP TABLE {name} AS SELECT {columns} FROM ({select})")
         con.execute(f"COPY {name} TO {target} (FORMAT parquet, COMPRESSION zstd{partitioned})")
         counts[name] = con.sql(f"SELECT count(*) FROM {name}").fetchall()[0][0]

@@ -42,7 +42,7 @@ from lake_schemas.rules import (
 from lake_schemas.storage import delta_dataset
 from lake_schemas.tables import MEASUREMENT_FIELDS, QUARANTINE_SCHEMA, SILVER_SCHEMA
 
-from .duckdb_sql import connect, geohash_stages
+from .duckdb_sql import connect, geohash_stages, quote
 
 __all__ = ["run_baseline", "cleaned_sql", "main"]
 
@@ -64,10 +64,6 @@ def _json_structure() -> str:
     return json.dumps(shape)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _outside(column: str, bounds: tuple) -> str:
     low, high = bounds
     return f"coalesce({column} < {low!r} OR {column} > {high!r} OR isnan({column}), false)"
@@ -80,15 +76,15 @@ def _measurement(column: str) -> str:
     branches = [f"WHEN is_snapshot THEN {snapshot}"]
     for s in signals:
         value = "(_value <> 0)" if s in BOOLEAN_SIGNALS else "_value"
-        branches.append(f"WHEN is_signal AND m.name = {_quote(s)} THEN {value}")
+        branches.append(f"WHEN is_signal AND m.name = {quote(s)} THEN {value}")
     return f"CASE {' '.join(branches)} END AS {column}"
 
 
 def cleaned_sql(files: list, bronze_hour: str) -> str:
     """One query: every planned row of the hour with its ``reason`` (null: passes) and ``_rank`` (1: the winner)."""
     lat_s, lon_s = POSITION_SIGNALS
-    signal_names = ", ".join(_quote(s) for s in SIGNAL_COLUMNS)
-    file_list = ", ".join(_quote(f) for f in files)
+    signal_names = ", ".join(quote(s) for s in SIGNAL_COLUMNS)
+    file_list = ", ".join(quote(f) for f in files)
     measurements = ",\n  ".join(_measurement(c) for c in _MEASUREMENTS)
     gps = (f"(lat IS NULL) <> (lon IS NULL) OR coalesce(lat = 0 AND lon = 0, false) OR "
            f"{_outside('lat', LAT_RANGE)} OR {_outside('lon', LON_RANGE)}")
@@ -169,7 +165,7 @@ FROM (SELECT * REPLACE ({gh_fixed}) FROM enriched)
 
 
 def _copy(con, select: str, directory: str) -> None:
-    con.execute(f"COPY ({select}) TO {_quote(directory)} (FORMAT parquet, COMPRESSION zstd, "
+    con.execute(f"COPY ({select}) TO {quote(directory)} (FORMAT parquet, COMPRESSION zstd, "
                 f"PARTITION_BY (event_date), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE)")
 
 
