@@ -429,3 +429,28 @@ def test_a_mistyped_topic_is_refused_and_not_created(kafka_bootstrap, lake_root,
     with pytest.raises(BrokerUnavailableError):
         partition_count(kafka_bootstrap, "vehicle-telemtry")
     assert not os.path.exists(os.path.join(lake_root, "bronze"))
+
+
+def test_after_the_first_look_a_store_lists_only_the_days_from_the_earliest_open_hour(settings):
+    """Complete hours never change, so passes do not re-list them: the cost of a pass does not
+    grow with the days Bronze holds. Proven by changing a complete hour behind the store's back."""
+    import shutil
+
+    from lake_schemas.paths import hour_partition
+
+    produce(settings, _two_hours(4))
+    ingest(settings)  # drained: both hours complete
+    store = BronzeStore(settings.lake_root)
+    first = store.files()
+    assert {f.hour_ms for f in first} == {T0, T0 + HOUR_MS} and store.complete_hours() == {T0, T0 + HOUR_MS}
+    later = T0 + 30 * HOUR_MS  # what a writer adds in an open hour, a day later
+    sample = next(f for f in first if f.table == "bronze_telemetry")
+    new_dir = os.path.join(store.tables["bronze_telemetry"], hour_partition(later))
+    os.makedirs(new_dir)
+    shutil.copy(sample.path, os.path.join(new_dir, "p0003-00000000000000000900-00000000000000000901-1of1.parquet"))
+    shutil.rmtree(os.path.dirname(store.marker_path(T0)))  # a settled hour: never listed again
+    again = store.files()
+    assert {f.hour_ms for f in again} == {T0, T0 + HOUR_MS, later}
+    assert {f.path for f in first} <= {f.path for f in again}, "settled hours come from the first listing"
+    assert store.complete_hours() == {T0, T0 + HOUR_MS}
+    assert BronzeStore(settings.lake_root).complete_hours() == {T0 + HOUR_MS}  # a new store looks again

@@ -61,19 +61,67 @@ class BronzeStore:
         }
 
     # -- listing -----------------------------------------------------------
+    # An ingest asks what Bronze holds before and after every pass. Hours
+    # before the earliest open one never change (writers only add to open
+    # hours), so after one full listing a store re-lists only the days from
+    # that hour on: a pass costs the same on day 1 and on day 90.
     def _list(self, base: str) -> list:
         selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
         return [info for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File]
 
-    def files(self) -> list:
+    def _subdirs(self, path: str, prefix: str) -> list:
+        infos = self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+        return sorted((int(i.base_name[len(prefix):]), i.path) for i in infos
+                      if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix)
+                      and i.base_name[len(prefix):].isdigit())
+
+    def _list_from(self, base: str, hour_ms: int) -> list:
+        """Files of the days from ``hour_ms``'s day on (hour directories below it are filtered by the caller)."""
+        t = _dt.datetime.fromtimestamp(hour_ms / 1000, _dt.timezone.utc)
         found = []
-        for table, base in self.tables.items():
-            for info in self._list(base):
-                name = BronzeFileName.parse(info.base_name)
-                if name is None:
+        for year, year_path in self._subdirs(base, "year="):
+            if year < t.year:
+                continue
+            for month, month_path in self._subdirs(year_path, "month="):
+                if (year, month) < (t.year, t.month):
                     continue
-                found.append(BronzeFile(table, info.path, partition_hour_ms(info.path), name))
+                for day, day_path in self._subdirs(month_path, "day="):
+                    if (year, month, day) >= (t.year, t.month, t.day):
+                        found += self._list(day_path)
         return found
+
+    def _scan(self) -> tuple:
+        """``(files, marker hours)`` of both tables, from the cache for settled hours."""
+        settled = getattr(self, "_settled_before", None)
+        files, markers = [], set()
+        for table, base in self.tables.items():
+            infos = self._list(base) if settled is None else self._list_from(base, settled)
+            for info in infos:
+                try:
+                    hour = partition_hour_ms(info.path)
+                except ValueError:
+                    continue
+                if settled is not None and hour < settled:
+                    continue
+                if info.base_name == COMPLETE_MARKER and table == "bronze_telemetry":
+                    markers.add(hour)
+                    continue
+                name = BronzeFileName.parse(info.base_name)
+                if name is not None:
+                    files.append(BronzeFile(table, info.path, hour, name))
+        if settled is not None:
+            files = self._settled_files + files
+            markers |= self._settled_markers
+        if markers:
+            # Everything below the earliest open hour is complete and stays as it is.
+            boundary = max(markers) + HOUR_MS
+            self._settled_before = boundary
+            self._settled_files = [f for f in files if f.hour_ms < boundary]
+            self._settled_markers = {h for h in markers if h < boundary}
+        return files, markers
+
+    def files(self) -> list:
+        return self._scan()[0]
 
     def hour_dir(self, table: str, hour_ms: int) -> str:
         return f"{self.tables[table]}/{hour_partition(hour_ms)}"
@@ -82,11 +130,7 @@ class BronzeStore:
         return f"{self.hour_dir('bronze_telemetry', hour_ms)}/{COMPLETE_MARKER}"
 
     def complete_hours(self) -> set:
-        hours = set()
-        for info in self._list(self.tables["bronze_telemetry"]):
-            if info.base_name == COMPLETE_MARKER:
-                hours.add(partition_hour_ms(info.path))
-        return hours
+        return self._scan()[1]
 
     # -- recovery ----------------------------------------------------------
     def recover(self) -> list:
@@ -111,6 +155,8 @@ class BronzeStore:
                 for f in members:
                     self.fs.delete_file(f.path)
                     deleted.append(f.path)
+        if deleted:
+            self._settled_before = None  # list everything again next time
         return deleted
 
     # -- state -------------------------------------------------------------
