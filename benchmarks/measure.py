@@ -1,12 +1,15 @@
 """Timing a command the way a user runs it: its own process, wall clock, CPU time and peak memory.
 
-``run_child`` starts the command, waits for it with ``os.wait4`` (which
-hands back that child's own ``ru_maxrss``, not the sum over every child the
-benchmark ever had) and keeps its output in files, so a chatty child cannot
-block on a full pipe.
+``run_child`` starts the command through a small launcher process, which
+waits for it with ``os.wait4`` and reports that one process's time, CPU time
+and ``ru_maxrss``. The launcher is there because Linux hands a child the
+high-water mark of the process that forked it: started straight from a
+benchmark holding gigabytes of test data, every child would report at least
+that much. Output goes to files, so a chatty child cannot block on a pipe.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -39,18 +42,37 @@ class ChildRun:
         return self
 
 
+#: The launcher: runs argv[3:], then writes its measures to argv[1] as JSON and exits with its code.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+proc = subprocess.Popen(sys.argv[3:])
+_, status, usage = os.wait4(proc.pid, 0)
+seconds = time.perf_counter() - started
+code = os.waitstatus_to_exitcode(status)
+with open(sys.argv[1], "w") as f:
+    json.dump({"seconds": seconds, "maxrss_kb": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime,
+               "returncode": code}, f)
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run_child(command: Sequence[str], env: Optional[dict] = None) -> ChildRun:
-    """Run ``command`` to the end; its wall time and peak RSS (MB)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(list(command), stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    """Run ``command`` to the end; its wall time, CPU time and peak RSS (MB)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.TemporaryDirectory(prefix="lake-bench-run-") as scratch:
+        report = os.path.join(scratch, "measures.json")
+        done = subprocess.run([sys.executable, "-c", _LAUNCHER, report, "--", *command], stdout=out, stderr=err,
+                              env=env)
         out.seek(0)
         err.seek(0)
-        return ChildRun(list(command), seconds, usage.ru_maxrss / 1024.0, proc.returncode, out.read(), err.read(),
-                        usage.ru_utime + usage.ru_stime)
+        stdout, stderr = out.read(), err.read()
+        if not os.path.exists(report):  # the launcher itself failed
+            return ChildRun(list(command), 0.0, 0.0, done.returncode or 1, stdout, stderr)
+        with open(report) as f:
+            m = json.load(f)
+        return ChildRun(list(command), m["seconds"], m["maxrss_kb"] / 1024.0, m["returncode"], stdout, stderr,
+                        m["cpu"])
 
 
 def python_module(module: str, *args: str) -> list:
