@@ -276,6 +276,7 @@ def test_an_interrupted_task_stops_its_job(tmp_path):
     from lake.orchestration.beam_jobs import _job_stops_with_the_task
 
     started = tmp_path / "started"
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # e.g. a broker
     with pytest.raises(KeyboardInterrupt):
         with _job_stops_with_the_task():
             job = subprocess.Popen([sys.executable, "-c", f"open({str(started)!r}, 'w').close(); "
@@ -286,3 +287,6 @@ def test_an_interrupted_task_stops_its_job(tmp_path):
     # Stopped and reaped (by the context manager) before it could sleep its 600 s.
     assert not psutil.pid_exists(job.pid) or psutil.Process(job.pid).status() == psutil.STATUS_ZOMBIE
     job.wait(timeout=30)
+    assert bystander.poll() is None, "a process started before the job is not the job's to stop"
+    bystander.kill()
+    bystander.wait()

@@ -63,10 +63,11 @@ def _job_stops_with_the_task():
     """
     import psutil
 
+    before = {c.pid for c in psutil.Process().children(recursive=True)}  # not ours to stop
     try:
         yield
     except BaseException:
-        children = psutil.Process().children(recursive=True)
+        children = [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
         for child in children:
             child.terminate()
         _, alive = psutil.wait_procs(children, timeout=20)
