@@ -56,7 +56,8 @@ class SilverGate:
         self.publishing = publishing
 
     def __call__(self, silver: pa.Table, quarantine: pa.Table, stats: dict, bronze_hour: str):
-        from .runner import Batch, run_suites
+        from .results import Batch
+        from .worker import run_suites
 
         bronze_rows = int(stats.get("bronze_rows", silver.num_rows + quarantine.num_rows))
         result = run_suites(
@@ -76,7 +77,8 @@ class GoldGate:
         self.publishing = publishing
 
     def __call__(self, hourly: pa.Table, zone: pa.Table, state: pa.Table, silver_rows: int, day: _dt.date):
-        from .runner import Batch, run_suites
+        from .results import Batch
+        from .worker import run_suites
 
         result = run_suites(
             self.lake_root, "gold", day.isoformat(),
@@ -94,7 +96,8 @@ class BronzeGate:
         self.lake_root = lake_root
 
     def __call__(self, rows: pa.Table, hour: str):
-        from .runner import Batch, run_suites
+        from .results import Batch
+        from .worker import run_suites
 
         result = run_suites(self.lake_root, "bronze", hour, [Batch("bronze_telemetry", "rows", rows)])
         return enforce(result, f"bronze hour {hour}", STORED)

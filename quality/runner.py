@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Optional
 
 import pyarrow as pa
@@ -26,59 +26,12 @@ import pyarrow as pa
 from lake_schemas import LakePaths
 from lake_schemas.storage import filesystem, fs_path, is_local
 
+from .results import Batch, GateResult, RuleResult
 from .suites import build_suite, gx, rules_of
 
 __all__ = ["RuleResult", "GateResult", "Batch", "run_suites", "docs_index"]
 
 _DATASOURCE = "lake"
-
-
-@dataclass
-class RuleResult:
-    rule: str
-    action: str  # warn | drop | fail
-    success: bool
-    expectation: str
-    column: Optional[str]
-    detail: str
-
-
-@dataclass
-class GateResult:
-    layer: str  # "silver", "gold", "bronze"
-    key: str  # the hour or day validated
-    rules: list = field(default_factory=list)
-    docs: Optional[str] = None  # Data Docs index (local lakes)
-    summary_path: Optional[str] = None
-
-    @property
-    def failed(self) -> list:
-        return [r for r in self.rules if r.action == "fail" and not r.success]
-
-    @property
-    def warnings(self) -> list:
-        return [r for r in self.rules if r.action == "warn" and not r.success]
-
-    @property
-    def dropped(self) -> dict:
-        return {r.rule: r.detail for r in self.rules if r.action == "drop"}
-
-    @property
-    def success(self) -> bool:
-        return not self.failed
-
-    def describe_failures(self) -> str:
-        return "; ".join(f"{r.rule} ({r.expectation}{' on ' + r.column if r.column else ''}: {r.detail})"
-                         for r in self.failed)
-
-
-@dataclass
-class Batch:
-    """One dataframe to validate against the rules of ``table`` with ``scope``."""
-
-    table: str
-    scope: str
-    data: pa.Table
 
 
 def docs_index(lake_root: str) -> Optional[str]:
@@ -142,6 +95,9 @@ def _context(lake_root: str):
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             context = gx.get_context(mode="file", project_root_dir=directory)
+            # The lake keeps no secrets in config_variables.yml (they come from the environment), and
+            # Great Expectations re-reads that YAML on every configuration lookup: half a gate's time.
+            context.config.config_variables_file_path = None
             context.variables.progress_bars = ProgressBarsConfig(globally=False)
             yield context
         finally:

@@ -60,7 +60,8 @@ def validate_silver_day(lake_root: str, day: _dt.date):
     from lake_schemas.tables import SILVER_SCHEMA
 
     from .gates import STORED, enforce
-    from .runner import Batch, run_suites
+    from .results import Batch
+    from .worker import run_suites
 
     rows = read_day(lake_root, "silver_telemetry", day, SILVER_SCHEMA)
     if rows.num_rows == 0:

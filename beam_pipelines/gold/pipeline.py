@@ -87,16 +87,20 @@ def run_gold(opts: GoldOptions, beam_args: Sequence[str] = ()) -> GoldReport:
     """Aggregate one Silver day; raise a ``LakeError`` (tables untouched) when it cannot."""
     from .commit import check_existing_tables
 
+    from quality.worker import gate_process
+
     opts.validate()
-    version, files = silver_day_files(opts.lake_root, opts.day)
-    check_existing_tables(opts.lake_root)
-    staging = StagingArea(opts.lake_root, "gold")
-    pipeline = beam.Pipeline(options=pipeline_options(opts.runner, opts.local, beam_args))
-    build(pipeline, opts, files, _gate(opts), staging)
-    try:
-        counters = run_pipeline(pipeline, NAMESPACE)
-    finally:
-        staging.remove()
+    # The gate's imports run in a second process meanwhile (see quality.worker).
+    with gate_process(opts.gate and opts.local):
+        version, files = silver_day_files(opts.lake_root, opts.day)
+        check_existing_tables(opts.lake_root)
+        staging = StagingArea(opts.lake_root, "gold")
+        pipeline = beam.Pipeline(options=pipeline_options(opts.runner, opts.local, beam_args))
+        build(pipeline, opts, files, _gate(opts), staging)
+        try:
+            counters = run_pipeline(pipeline, NAMESPACE)
+        finally:
+            staging.remove()
     return GoldReport(opts.date, version, counters)
 
 

@@ -78,20 +78,24 @@ def run_silver(opts: SilverOptions, beam_args: Sequence[str] = ()) -> SilverRepo
 
     from .commit import check_existing_tables
 
+    from quality.worker import gate_process
+
     opts.validate()
-    bronze = list_bronze_hour(opts.lake_root, opts.hour_ms)
-    if opts.require_complete and not bronze.complete:
-        raise LakeDataError(f"Bronze hour {bronze.hour} is not complete yet (no _COMPLETE marker)")
-    for name in bronze.files:
-        check_bronze_file(opts.lake_root, f"{bronze.directory}/{name}")
-    check_existing_tables(opts.lake_root)
-    staging = StagingArea(opts.lake_root, "silver")
-    pipeline = beam.Pipeline(options=pipeline_options(opts.runner, opts.local, beam_args))
-    build(pipeline, opts, bronze, _gate(opts), staging)
-    try:
-        counters = run_pipeline(pipeline, NAMESPACE)
-    finally:
-        staging.remove()
+    # The gate's imports run in a second process meanwhile (see quality.worker).
+    with gate_process(opts.gate and opts.local):
+        bronze = list_bronze_hour(opts.lake_root, opts.hour_ms)
+        if opts.require_complete and not bronze.complete:
+            raise LakeDataError(f"Bronze hour {bronze.hour} is not complete yet (no _COMPLETE marker)")
+        for name in bronze.files:
+            check_bronze_file(opts.lake_root, f"{bronze.directory}/{name}")
+        check_existing_tables(opts.lake_root)
+        staging = StagingArea(opts.lake_root, "silver")
+        pipeline = beam.Pipeline(options=pipeline_options(opts.runner, opts.local, beam_args))
+        build(pipeline, opts, bronze, _gate(opts), staging)
+        try:
+            counters = run_pipeline(pipeline, NAMESPACE)
+        finally:
+            staging.remove()
     return SilverReport(bronze.hour, bronze.complete, len(bronze.files), counters)
 
 
