@@ -54,7 +54,9 @@ def airflow_env(lake_root: str, home: Optional[str] = None, dags_folder: Optiona
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": f"{home}/logs",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        # Paused until an operator unpauses them: unpaused, the hourly DAG would start catching up
+        # from LAKE_DAGS_START_DATE the moment `lake airflow up` starts a scheduler.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
     }
     for key, value in defaults.items():

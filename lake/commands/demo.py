@@ -177,7 +177,8 @@ def _finish(settings, days: list, started: float) -> None:
     print(f"\nquality reports (Great Expectations Data Docs): {docs_index(root)}")
     print(f"done in {time.monotonic() - started:.0f}s. Next:\n"
           f"  lake query --lake-root {root} \"SELECT * FROM gold_vehicle_state LIMIT 5\"\n"
-          f"  lake airflow up --lake-root {root}     # the Airflow UI with the three DAGs\n"
+          f"  lake airflow up --lake-root {root}     # the Airflow UI: the DAGs and the demo's runs "
+          "(paused: unpause one to let the scheduler run it)\n"
           f"  lake broker stop --lake-root {root}")
 
 
