@@ -53,8 +53,8 @@ def stop() -> None:
 @contextlib.contextmanager
 def gate_process(enabled: bool):
     """``start()`` on entry when ``enabled`` (a gated job on the local runner), ``stop()`` on exit."""
-    if not enabled or os.environ.get("LAKE_GATE_PROCESS", "1") == "0":  # 0: gate in the job's process
-        yield
+    if not enabled or _EXECUTOR is not None or os.environ.get("LAKE_GATE_PROCESS", "1") == "0":
+        yield  # off, or started by an outer caller who stops it (LAKE_GATE_PROCESS=0: gate in this process)
         return
     start()
     try:

@@ -15,8 +15,12 @@ def register(sub, common) -> None:
 
 def run(args, settings) -> int:
     from beam_pipelines.gold.options import options_from_args
-    from beam_pipelines.gold.pipeline import run_gold
+    from quality.worker import gate_process
 
-    report = run_gold(options_from_args(args, settings), getattr(args, "beam_args", []))
+    opts = options_from_args(args, settings)
+    with gate_process(opts.gate and opts.local):  # before Beam's import: the gate's imports overlap it too
+        from beam_pipelines.gold.pipeline import run_gold
+
+        report = run_gold(opts, getattr(args, "beam_args", []))
     print(report.summary())
     return 0

@@ -15,8 +15,12 @@ def register(sub, common) -> None:
 
 def run(args, settings) -> int:
     from beam_pipelines.silver.options import options_from_args
-    from beam_pipelines.silver.pipeline import run_silver
+    from quality.worker import gate_process
 
-    report = run_silver(options_from_args(args, settings), getattr(args, "beam_args", []))
+    opts = options_from_args(args, settings)
+    with gate_process(opts.gate and opts.local):  # before Beam's import: the gate's imports overlap it too
+        from beam_pipelines.silver.pipeline import run_silver
+
+        report = run_silver(opts, getattr(args, "beam_args", []))
     print(report.summary())
     return 0
