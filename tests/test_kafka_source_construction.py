@@ -188,22 +188,15 @@ def markers_of(root):
 # -- how a streaming runner is driven ----------------------------------------------
 
 @pytest.mark.parametrize("max_seconds", [None, 30.0])
-def test_follow_on_a_streaming_runner_is_one_unbounded_pipeline(settings, monkeypatch, max_seconds):
-    """Passes are a local-runner device: Flink gets a single pipeline that never ends on its own.
-    (The pipeline itself cannot be submitted here: no Flink; ``run_pass`` is recorded instead.)"""
-    import beam_pipelines.ingest.pipeline as ingest_pipeline
+def test_a_streaming_runner_gets_one_pass_bounded_only_by_max_seconds(max_seconds):
+    """Passes are a local-runner device: on Flink the single pipeline never ends on its own
+    (idleness, buffer time or bytes), only on --max-seconds. (Flink itself cannot run here.)"""
+    import time as _time
 
-    seen = []
+    from beam_pipelines.ingest.pipeline import unbounded_pass
 
-    def record(opts, beam_args, store, partitions, bounds):
-        seen.append(bounds)
-        return ingest_pipeline.PassReport()
-
-    monkeypatch.setattr(ingest_pipeline, "run_pass", record)
-    opts = _opts(lake_root=settings.lake_root, bootstrap=settings.bootstrap, topic=settings.topic,
-                 max_seconds=max_seconds)
-    report = run_ingest(opts, ["--flink_master=localhost:8081"])
-    assert len(seen) == 1 and len(report.passes) == 1
-    bounds = seen[0]
-    assert bounds.idle_seconds is None and bounds.max_bytes >= 2 ** 62
+    opts = _opts(max_seconds=max_seconds, poll_batch=1234)
+    deadline = None if max_seconds is None else _time.monotonic() + max_seconds
+    bounds = unbounded_pass(opts, deadline)
+    assert bounds.idle_seconds is None and bounds.max_bytes >= 2 ** 62 and bounds.poll_batch == 1234
     assert bounds.max_seconds == float("inf") if max_seconds is None else 0 < bounds.max_seconds <= max_seconds

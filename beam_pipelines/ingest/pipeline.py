@@ -198,6 +198,12 @@ def run_ingest(opts: IngestOptions, beam_args: Sequence[str] = (), progress=None
         close_consumers()
 
 
+def unbounded_pass(opts: IngestOptions, deadline: Optional[float]) -> PassBounds:
+    """The bounds of a streaming runner's single pass: none but ``--max-seconds``."""
+    budget = float("inf") if deadline is None else max(deadline - time.monotonic(), 0.0)
+    return PassBounds(max_seconds=budget, max_bytes=sys.maxsize, poll_batch=opts.poll_batch, idle_seconds=None)
+
+
 def _run_unbounded(opts: IngestOptions, beam_args: Sequence[str], store: BronzeStore, partitions: int,
                    report: IngestReport, deadline: Optional[float], progress) -> IngestReport:
     """Flink/Dataflow: one streaming pipeline that runs until cancelled (or ``--max-seconds``).
@@ -206,9 +212,7 @@ def _run_unbounded(opts: IngestOptions, beam_args: Sequence[str], store: BronzeS
     watermark, so nothing needs a pass boundary; a restart resumes from what
     Bronze holds, as a local pass does.
     """
-    budget = float("inf") if deadline is None else max(deadline - time.monotonic(), 0.0)
-    bounds = PassBounds(max_seconds=budget, max_bytes=sys.maxsize, poll_batch=opts.poll_batch, idle_seconds=None)
-    one = run_pass(opts, beam_args, store, partitions, bounds)
+    one = run_pass(opts, beam_args, store, partitions, unbounded_pass(opts, deadline))
     report.passes.append(one)
     if progress is not None:
         progress(1, one)
