@@ -14,13 +14,6 @@ def register(sub, common) -> None:
 
 
 def run(args, settings) -> int:
-    from beam_pipelines.gold.options import options_from_args
-    from quality.worker import gate_process
+    from .batch_job import run_batch_job
 
-    opts = options_from_args(args, settings)
-    with gate_process(opts.gate and opts.local):  # before Beam's import: the gate's imports overlap it too
-        from beam_pipelines.gold.pipeline import run_gold
-
-        report = run_gold(opts, getattr(args, "beam_args", []))
-    print(report.summary())
-    return 0
+    return run_batch_job("gold", args, settings)
