@@ -40,5 +40,5 @@ setup(
                 "psycopg2-binary>=2.9,<3", "asyncpg>=0.30,<1",
                 "pytest>=8,<10", "hypothesis>=6.100,<7", "selenium>=4.30,<5"],
     },
-    entry_points={"console_scripts": ["lake=lake.cli:main"]},
+    entry_points={"console_scripts": ["lake=lake.cli:run"]},
 )

@@ -8,6 +8,8 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.testing.util import assert_that
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
 
 from beam_pipelines.ingest.bronze_state import BronzeState, BronzeStore
 from beam_pipelines.ingest.bronze_writer import _CommitPartitionFiles
@@ -161,19 +163,30 @@ def test_streaming_commit_closes_hours_by_watermark_and_moves_late_records(tmp_p
     commit.setup()
     store = BronzeStore(root)
     end = T0 + HOUR_MS + 120_000  # hour 08 closes when both partitions reach 09:02:00.000
-    list(commit.process((0, [_batch(0, [0, 1], [T0 + 1000, end + 60_000])])))
+    fire(commit, (0, [_batch(0, [0, 1], [T0 + 1000, end + 60_000])]))
     assert store.complete_hours() == set()  # partition 1 has said nothing
-    list(commit.process((1, [_batch(1, [0, 1], [T0 + 2000, end - 1])])))
+    fire(commit, (1, [_batch(1, [0, 1], [T0 + 2000, end - 1])]))
     assert store.complete_hours() == set()  # one millisecond short
-    list(commit.process((1, [_batch(1, [2], [end])])))
+    fire(commit, (1, [_batch(1, [2], [end])]))
     assert store.complete_hours() == {T0}
     assert markers_of(root)[T0]["completed_by"] == "watermark"
     hour8 = sorted(f for f in files_of(root) if "/hour=08/" in f)
-    groups = list(commit.process((0, [_batch(0, [2, 3], [T0 + 5000, end + 70_000],
-                                             [snapshot("V1", T0 + 5000), b"junk"])])))
+    groups = fire(commit, (0, [_batch(0, [2, 3], [T0 + 5000, end + 70_000],
+                                      [snapshot("V1", T0 + 5000), b"junk"])]))
     late = groups[0].files
     assert late and all("/hour=09/" in f for f in late)  # the earliest open hour
     assert sorted(f for f in files_of(root) if "/hour=08/" in f) == hour8
+
+
+def fire(commit, *elements):
+    """One bundle of the commit DoFn, as a runner drives it: its partitions commit in parallel
+    and the groups come out when the bundle finishes."""
+    commit.start_bundle()
+    out = []
+    for element in elements:
+        out += list(commit.process(element, timestamp=Timestamp(0), window=GlobalWindow()))
+    out += list(commit.finish_bundle())
+    return [wv.value for wv in out]
 
 
 def files_of(root):

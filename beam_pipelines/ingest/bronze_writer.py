@@ -10,7 +10,9 @@ next start deletes and reads again (``BronzeStore.recover``).
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
@@ -19,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
+from apache_beam.utils.windowed_value import WindowedValue
 
 from lake_schemas import BronzeFileName
 from lake_schemas.topics import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON, DLQ_HEADER_SOURCE
@@ -158,17 +161,41 @@ class _CommitPartitionFiles(beam.DoFn):
     def setup(self):
         self._store = BronzeStore(self._root)
         self._dlq = _DeadLetters(self._bootstrap, self._dlq_topic) if self._dlq_topic else None
+        # Partitions commit in parallel: Parquet encoding and zstd run in Arrow's C++ without the
+        # GIL, and at the end of a local pass nothing else is left to run.
+        self._threads = ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 4),
+                                           thread_name_prefix="bronze-commit")
 
-    def process(self, element):
+    def teardown(self):
+        self._threads.shutdown(wait=True)
+
+    def start_bundle(self):
+        self._pending = {}  # partition -> (future, batches, timestamp, window), in arrival order
+
+    def process(self, element, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
         partition, batches = element
-        started = time.perf_counter()
+        if partition in self._pending:  # a second firing of one partition: its watermark follows the first
+            yield from self._finish(partition)
         batches = list(batches)
-        group = commit_partition(self._store, partition, batches, self._open_from,
-                                 self._watermarks.get(partition, -1))
+        future = self._threads.submit(self._commit, partition, batches, self._watermarks.get(partition, -1))
+        self._pending[partition] = (future, batches, timestamp, window)
+
+    def finish_bundle(self):
+        for partition in list(self._pending):
+            yield from self._finish(partition)
+
+    def _commit(self, partition: int, batches: list, watermark_ms: int):
+        started = time.perf_counter()
+        group = commit_partition(self._store, partition, batches, self._open_from, watermark_ms)
+        return group, time.perf_counter() - started  # Beam's metrics are per thread: counted by the caller
+
+    def _finish(self, partition: int):
+        future, batches, timestamp, window = self._pending.pop(partition)
+        group, seconds = future.result()
+        self.busy_ms.inc(int(seconds * 1000))
         if group is None:
             return
         self._watermarks[partition] = group.watermark_ms
-        self.busy_ms.inc(int((time.perf_counter() - started) * 1000))
         self.bronze_rows.inc(group.bronze_rows)
         self.reject_rows.inc(group.reject_rows)
         self.files.inc(len(group.files))
@@ -184,7 +211,7 @@ class _CommitPartitionFiles(beam.DoFn):
             partitions, lateness_ms = self._close_hours
             if self._store.close_hours(partitions, lateness_ms, drained=False):
                 self._open_from = self._store.state(partitions).open_from_ms
-        yield group
+        yield WindowedValue(group, timestamp, [window])
 
 
 class WriteBronze(beam.PTransform):
@@ -209,12 +236,12 @@ class WriteBronze(beam.PTransform):
         if self._streaming_seconds is None:
             fire = trigger.AfterWatermark()
         else:
-            fire = trigger.Repeatedly(trigger.AfterAny(
-                trigger.AfterProcessingTime(max(1, int(self._streaming_seconds))), trigger.AfterCount(self._streaming_batches)))
+            fire = trigger.Repeatedly(trigger.AfterAny(trigger.AfterProcessingTime(max(1, int(self._streaming_seconds))),
+                                                       trigger.AfterCount(self._streaming_batches)))
         return (
             keyed
             | "Buffer" >> beam.WindowInto(window.GlobalWindows(), trigger=fire,
                                           accumulation_mode=trigger.AccumulationMode.DISCARDING)
             | "GroupByPartition" >> beam.GroupByKey()
-            | "Commit" >> beam.ParDo(_CommitPartitionFiles(*self._args))
+            | "Commit" >> beam.ParDo(_CommitPartitionFiles(*self._args)).with_output_types(CommittedGroup)
         )

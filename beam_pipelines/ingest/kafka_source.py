@@ -27,6 +27,8 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
+from .batch_coders import KafkaBatchCoder  # noqa: F401 - registers the coder of KafkaBatch
+from .batches import KafkaBatch
 from .partition_fetcher import close_fetchers, fetcher_for
 
 __all__ = ["KafkaBatch", "PartitionStart", "PassBounds", "ReadKafkaPartitions", "ReadKafkaCrossLanguage",
@@ -49,17 +51,6 @@ class PartitionStart(NamedTuple):
     partition: int
     offset: int  # the first offset this pass reads
     pass_id: str
-
-
-class KafkaBatch(NamedTuple):
-    """Consecutive records of one partition, as columns."""
-
-    topic: str
-    partition: int
-    offsets: list
-    timestamps: list  # Kafka record timestamps, epoch ms
-    keys: list  # bytes or None
-    values: list  # bytes or None
 
 
 @dataclass(frozen=True)
@@ -170,7 +161,7 @@ class _ReadPartition(beam.DoFn):
                 tracker.try_claim(restriction.stop)  # marks the restriction done: the pass ends here
                 return
             polled = time.perf_counter()
-            messages, topic_delivered = fetcher.take(element.partition, bounds.poll_batch, 0.05)
+            messages, topic_delivered = fetcher.take(element.partition, bounds.poll_batch, self._wait(quiet))
             self.poll_ms.inc(int((time.perf_counter() - polled) * 1000))
             if topic_delivered:
                 quiet.last_record = time.monotonic()
@@ -192,6 +183,13 @@ class _ReadPartition(beam.DoFn):
             if time.monotonic() >= round_end:
                 break
         tracker.defer_remainder(Duration.of(0))
+
+    def _wait(self, quiet: _TopicQuiet) -> float:
+        """How long a poll may block: 50 ms, less once the topic has been quiet nearly the idle bound,
+        so the readers that come after the first to see idleness end at once."""
+        if self._bounds.idle_seconds is None:
+            return 0.05
+        return min(0.05, max(0.0, quiet.last_record + self._bounds.idle_seconds - time.monotonic()))
 
     def _pass_over(self, state: _ReaderState, quiet: _TopicQuiet, idle_check: bool) -> Optional[str]:
         bounds = self._bounds
@@ -246,7 +244,8 @@ class ReadKafkaPartitions(beam.PTransform):
         self._config = consumer_config
 
     def expand(self, starts):
-        return starts | "ReadPartition" >> beam.ParDo(_ReadPartition(self._bootstrap, self._bounds, self._config))
+        return starts | "ReadPartition" >> beam.ParDo(
+            _ReadPartition(self._bootstrap, self._bounds, self._config)).with_output_types(KafkaBatch)
 
 
 class _ToKafkaBatch(beam.DoFn):
@@ -289,5 +288,5 @@ class ReadKafkaCrossLanguage(beam.PTransform):
                                                with_metadata=True, commit_offset_in_finalize=True, **kwargs)
             | "KeyByPartition" >> beam.Map(lambda r: (r.partition, r))
             | "Batch" >> beam.GroupIntoBatches(self.batch_size, max_buffering_duration_secs=5)
-            | "ToKafkaBatch" >> beam.ParDo(_ToKafkaBatch(self.topic))
+            | "ToKafkaBatch" >> beam.ParDo(_ToKafkaBatch(self.topic)).with_output_types(KafkaBatch)
         )

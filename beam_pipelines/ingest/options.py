@@ -25,6 +25,18 @@ class IngestOptions:
     poll_batch: int = 5000
     kafka_source: str = "native"  # "native" | "xlang" (Beam's Java ReadFromKafka, Flink/Dataflow)
     progress: bool = True
+    validate_processes: Optional[int] = None  # helper processes validating on the local runner; None: default
+
+    @property
+    def helper_processes(self) -> int:
+        """How many validation processes this run starts: only the local runner's native source uses them."""
+        if not self.local or self.kafka_source != "native":
+            return 0
+        if self.validate_processes is not None:
+            return self.validate_processes
+        from .validation_processes import default_processes
+
+        return default_processes()
 
     @property
     def local(self) -> bool:
@@ -43,6 +55,8 @@ class IngestOptions:
             raise ConfigError("--max-seconds must be positive")
         if self.poll_batch < 1:
             raise ConfigError("--poll-batch must be at least 1")
+        if self.validate_processes is not None and self.validate_processes < 0:
+            raise ConfigError("--validate-processes must be 0 or more")
         if self.kafka_source not in ("native", "xlang"):
             raise ConfigError("--kafka-source must be native or xlang")
         if self.kafka_source == "xlang" and self.local:
@@ -68,6 +82,9 @@ def add_ingest_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--poll-batch", type=int, default=5000, help="records per Beam element (default 5000)")
     g.add_argument("--kafka-source", choices=["native", "xlang"], default="native",
                    help="native: the Python splittable DoFn; xlang: Beam's Java ReadFromKafka (Flink/Dataflow)")
+    g.add_argument("--validate-processes", type=int, metavar="N",
+                   help="local runner: validate in N helper processes while the runner reads on (default: one "
+                   "per core beyond the first, at most 4, or $LAKE_VALIDATE_PROCESSES; 0: in the runner)")
     g.add_argument("--runner", default="FnApiRunner", help="Beam runner (default FnApiRunner, the local one)")
     g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
@@ -90,7 +107,7 @@ def options_from_args(args: argparse.Namespace, settings) -> IngestOptions:
         buffer_bytes=args.buffer_bytes, until_idle=args.until_idle, follow=args.follow,
         max_seconds=args.max_seconds, allowed_lateness_seconds=args.allowed_lateness,
         idle_flush_seconds=args.idle_flush, poll_batch=args.poll_batch, kafka_source=args.kafka_source,
-        progress=not args.no_progress,
+        progress=not args.no_progress, validate_processes=args.validate_processes,
     )
 
 

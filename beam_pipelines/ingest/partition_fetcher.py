@@ -39,7 +39,9 @@ class PartitionFetcher:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            # Small enough per partition that one fetch response carries every partition (Kafka
+            # fills it partition by partition; Tansu ignores this and sends ~18 MB chunks anyway).
+            "max.partition.fetch.bytes": 4 * 1024 * 1024,
             "queued.max.messages.kbytes": 256 * 1024,
             # One fetch request carries every partition: a partition assigned while the broker
             # holds a request open for the others waits for it, so do not let it hold long.
@@ -94,8 +96,11 @@ class PartitionFetcher:
             stash = self._stash[partition]
             polled_any = False
             if not stash:
-                # Take what librdkafka has prefetched without waiting; block only when it has nothing.
-                messages = self._consumer.consume(max_records, 0) or self._consumer.consume(max_records, timeout)
+                # Take what librdkafka has prefetched without waiting. Block only when no partition
+                # has anything waiting: otherwise the runner is better off serving those.
+                messages = self._consumer.consume(max_records, 0)
+                if not messages and not any(self._stash.values()):
+                    messages = self._consumer.consume(max_records, timeout)
                 polled_any = bool(messages)
                 self._distribute(messages)
             out = [stash.popleft() for _ in range(min(max_records, len(stash)))]

@@ -39,6 +39,7 @@ from .kafka_source import (
 from .options import IngestOptions
 from .partition_fetcher import fetcher_for
 from .validate import ValidateTelemetry
+from .validation_processes import validation_processes
 
 LOG = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ def build(pipeline: beam.Pipeline, opts: IngestOptions, starts: list, bounds: Pa
                                                                                 opts.poll_batch)
     else:
         batches = (pipeline
-                   | "PartitionStarts" >> beam.Create(starts)
+                   # Reshuffled on a distributed runner, so partitions spread over its workers; the
+                   # local runner has one worker, and the reshuffle costs it two stages a pass.
+                   | "PartitionStarts" >> beam.Create(starts, reshuffle=streaming)
                    | "ReadKafkaPartitions" >> ReadKafkaPartitions(opts.bootstrap, bounds))
     (
         batches
@@ -170,32 +173,39 @@ def run_ingest(opts: IngestOptions, beam_args: Sequence[str] = (), progress=None
     store = BronzeStore(opts.lake_root)
     report = IngestReport(recovered_files=store.recover())
     deadline = None if opts.max_seconds is None else time.monotonic() + opts.max_seconds
-    lateness_ms = int(opts.allowed_lateness_seconds * 1000)
     STOP_REQUESTED.clear()
     if not opts.local and opts.until_idle is None:
         return _run_unbounded(opts, beam_args, store, partitions, report, deadline, progress)
-    quiet_seconds = 0.0  # how long consecutive passes read nothing: idleness outlives a pass
     try:
-        while True:
-            budget = opts.buffer_seconds if deadline is None else min(opts.buffer_seconds, deadline - time.monotonic())
-            bounds = PassBounds(
-                max_seconds=max(budget, 0.0), max_bytes=opts.buffer_bytes, poll_batch=opts.poll_batch,
-                idle_seconds=opts.until_idle if opts.until_idle is not None else opts.idle_flush_seconds,
-            )
-            one = run_pass(opts, beam_args, store, partitions, bounds)
-            quiet_seconds = quiet_seconds + one.seconds if one.records == 0 else 0.0
-            # A pass shorter than the idle bound (--buffer-seconds <= --until-idle) always ends by
-            # time first: the topic is drained when passes have read nothing for that long.
-            drained = opts.until_idle is not None and (all(r == "idle" for r in one.ended_by.values())
-                                                       or quiet_seconds >= opts.until_idle)
-            one.closed_hours = store.close_hours(partitions, lateness_ms, drained=drained)
-            report.passes.append(one)
-            if progress is not None:
-                progress(len(report.passes), one)
-            if drained or STOP_REQUESTED.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                return report
+        with validation_processes(opts.helper_processes):
+            return _run_passes(opts, beam_args, store, partitions, report, deadline, progress)
     finally:
         close_consumers()
+
+
+def _run_passes(opts: IngestOptions, beam_args: Sequence[str], store: BronzeStore, partitions: int,
+                report: IngestReport, deadline: Optional[float], progress) -> IngestReport:
+    """The local runner: pass after pass, each resuming from what Bronze holds."""
+    lateness_ms = int(opts.allowed_lateness_seconds * 1000)
+    quiet_seconds = 0.0  # how long consecutive passes read nothing: idleness outlives a pass
+    while True:
+        budget = opts.buffer_seconds if deadline is None else min(opts.buffer_seconds, deadline - time.monotonic())
+        bounds = PassBounds(
+            max_seconds=max(budget, 0.0), max_bytes=opts.buffer_bytes, poll_batch=opts.poll_batch,
+            idle_seconds=opts.until_idle if opts.until_idle is not None else opts.idle_flush_seconds,
+        )
+        one = run_pass(opts, beam_args, store, partitions, bounds)
+        quiet_seconds = quiet_seconds + one.seconds if one.records == 0 else 0.0
+        # A pass shorter than the idle bound (--buffer-seconds <= --until-idle) always ends by
+        # time first: the topic is drained when passes have read nothing for that long.
+        drained = opts.until_idle is not None and (all(r == "idle" for r in one.ended_by.values())
+                                                   or quiet_seconds >= opts.until_idle)
+        one.closed_hours = store.close_hours(partitions, lateness_ms, drained=drained)
+        report.passes.append(one)
+        if progress is not None:
+            progress(len(report.passes), one)
+        if drained or STOP_REQUESTED.is_set() or (deadline is not None and time.monotonic() >= deadline):
+            return report
 
 
 def unbounded_pass(opts: IngestOptions, deadline: Optional[float]) -> PassBounds:

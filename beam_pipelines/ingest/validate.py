@@ -2,131 +2,64 @@
 
 Each message is checked by the contract's own validator
 (``lake_schemas.validate_message``); the columns are then built once per
-batch, so the per-message cost is the validation and nothing else.
+batch (``batches.validate_batch``), so the per-message cost is the
+validation and nothing else. On the local runner the batches are validated
+in helper processes (``validation_processes``) while the reader goes on; a
+bundle still ends only when all of its batches are validated and emitted.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
-
+import collections
 import time
+from typing import Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-import pyarrow as pa
+from apache_beam.utils.windowed_value import WindowedValue
 
-from lake_schemas import BRONZE_SCHEMA, REJECTS_SCHEMA, Accepted, validate_message
-
-from .kafka_source import KafkaBatch
+from . import validation_processes
+from .batch_coders import ValidatedBatchCoder  # noqa: F401 - registers the coder of ValidatedBatch
+from .batches import KafkaBatch, ValidatedBatch, validate_batch
 
 __all__ = ["ValidatedBatch", "ValidateTelemetry", "validate_batch"]
 
 
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4")
-
-
-def _pack(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=_IPC) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _unpack(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()
-
-
-class ValidatedBatch(NamedTuple):
-    """One validated ``KafkaBatch``. The tables travel as compressed Arrow IPC:
-    the runner copies every element through its shuffle, and telemetry JSON
-    compresses about tenfold."""
-
-    partition: int
-    first_offset: int
-    last_offset: int
-    bronze_ipc: bytes
-    rejects_ipc: bytes
-    dlq_values: list  # (value bytes, Refused, offset, key) of refused messages, for the DLQ topic
-
-    @property
-    def bronze(self) -> pa.Table:
-        return _unpack(self.bronze_ipc)
-
-    @property
-    def rejects(self) -> pa.Table:
-        return _unpack(self.rejects_ipc)
-
-
-def _pick(values: list, indices: Optional[list]) -> list:
-    return values if indices is None else [values[i] for i in indices]
-
-
-def _text(values: list, indices: Optional[list], null_as_empty: bool = False) -> pa.Array:
-    """bytes -> a string column; bytes that are not UTF-8 keep backslash escapes."""
-    picked = _pick(values, indices)
-    if null_as_empty:  # a tombstone (null value) is kept as an empty payload
-        picked = [b"" if v is None else v for v in picked]
-    try:
-        return pa.array(picked, pa.binary()).cast(pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else v.decode("utf-8", "backslashreplace") for v in picked], pa.string())
-
-
-def _columns(batch: KafkaBatch, indices: Optional[list]) -> list:
-    """The Kafka columns of the rows at ``indices`` (all rows when None)."""
-    n = len(batch.offsets) if indices is None else len(indices)
-    return [
-        pa.array([batch.topic] * n, pa.string()),
-        pa.array([batch.partition] * n, pa.int32()),
-        pa.array(_pick(batch.offsets, indices), pa.int64()),
-        pa.array(_pick(batch.timestamps, indices), pa.int64()).cast(BRONZE_SCHEMA.field("ingest_ts").type),
-        _text(batch.keys, indices),
-        _text(batch.values, indices, null_as_empty=True),
-    ]
-
-
-def validate_batch(batch: KafkaBatch) -> ValidatedBatch:
-    verdicts = [validate_message(v) for v in batch.values]
-    bad = [i for i, v in enumerate(verdicts) if type(v) is not Accepted]
-    good = None if not bad else [i for i, v in enumerate(verdicts) if type(v) is Accepted]
-    accepted = _pick(verdicts, good)
-    ts_type = BRONZE_SCHEMA.field("event_ts").type
-    bronze = pa.Table.from_arrays(
-        _columns(batch, good)
-        + [
-            pa.array([v.vehicle_id for v in accepted], pa.string()),
-            pa.array([v.event_ts_ms for v in accepted], pa.int64()).cast(ts_type),
-        ],
-        schema=BRONZE_SCHEMA,
-    )
-    rejects = pa.Table.from_arrays(
-        _columns(batch, bad)
-        + [
-            pa.array([verdicts[i].vehicle_id for i in bad], pa.string()),
-            pa.array([verdicts[i].event_ts_ms for i in bad], pa.int64()).cast(ts_type),
-            pa.array([verdicts[i].reason.value for i in bad], pa.string()),
-            pa.array([verdicts[i].detail for i in bad], pa.string()),
-        ],
-        schema=REJECTS_SCHEMA,
-    )
-    return ValidatedBatch(
-        batch.partition, batch.offsets[0], batch.offsets[-1], _pack(bronze), _pack(rejects),
-        [(batch.values[i], verdicts[i], batch.offsets[i], batch.keys[i]) for i in bad],
-    )
-
-
 class _Validate(beam.DoFn):
     def __init__(self):
+        # Time the runner's own process spent validating, or waiting for a helper process to.
         self.busy_ms = Metrics.counter("lake.ingest", "validate_ms")
 
-    def process(self, batch: KafkaBatch):
+    def start_bundle(self):
+        self._pending = collections.deque()  # (future, batch, timestamp, window), in submission order
+
+    def process(self, batch: KafkaBatch, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+        future = validation_processes.submit(batch)
+        if future is None:
+            started = time.perf_counter()
+            validated = validate_batch(batch)
+            self.busy_ms.inc(int((time.perf_counter() - started) * 1000))
+            yield batch.partition, validated
+            return
+        self._pending.append((future, batch, timestamp, window))
+        # Emit what is done; wait only when too much is in flight (memory stays bounded).
+        while self._pending and (self._pending[0][0].done()
+                                 or len(self._pending) > validation_processes.in_flight_limit()):
+            yield self._collect()
+
+    def finish_bundle(self):
+        while self._pending:  # nothing may outlive its bundle: the runner commits the bundle after this
+            yield self._collect()
+
+    def _collect(self) -> WindowedValue:
+        future, batch, timestamp, window = self._pending.popleft()
         started = time.perf_counter()
-        validated = validate_batch(batch)
+        validated = validation_processes.result(future, batch)
         self.busy_ms.inc(int((time.perf_counter() - started) * 1000))
-        yield batch.partition, validated
+        return WindowedValue((batch.partition, validated), timestamp, [window])
 
 
 class ValidateTelemetry(beam.PTransform):
     """``KafkaBatch`` -> ``(partition, ValidatedBatch)``, keyed for the per-partition writer."""
 
     def expand(self, batches):
-        return batches | "Validate" >> beam.ParDo(_Validate())
+        return batches | "Validate" >> beam.ParDo(_Validate()).with_output_types(Tuple[int, ValidatedBatch])

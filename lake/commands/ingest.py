@@ -16,9 +16,17 @@ def register(sub, common) -> None:
 
 def run(args, settings) -> int:
     from beam_pipelines.ingest.options import options_from_args
-    from beam_pipelines.ingest.pipeline import install_stop_handlers, run_ingest
+    from beam_pipelines.ingest.validation_processes import validation_processes
 
     opts = options_from_args(args, settings)
+    # Started before Beam is imported: the helpers' own imports overlap Beam's two seconds.
+    with validation_processes(opts.helper_processes):
+        return _run(opts, args)
+
+
+def _run(opts, args) -> int:
+    from beam_pipelines.ingest.pipeline import install_stop_handlers, run_ingest
+
     install_stop_handlers()
     show = None if not opts.progress else _print_pass
     report = run_ingest(opts, getattr(args, "beam_args", []), progress=show)
