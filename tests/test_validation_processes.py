@@ -76,8 +76,7 @@ def test_without_helpers_submit_declines():
 @pytest.mark.parametrize("env, expected", [("0", 0), ("3", 3), ("", None)])
 def test_default_processes_follows_the_environment(monkeypatch, env, expected):
     monkeypatch.setenv(vp.ENV, env)
-    cores_beyond_one = min(max((os.cpu_count() or 1) - 1, 0), 4)
-    assert vp.default_processes() == (cores_beyond_one if expected is None else expected)
+    assert vp.default_processes() == (min(os.cpu_count() or 1, 4) if expected is None else expected)
 
 
 @pytest.mark.parametrize("env", ["two", "-1", "1.5"])

@@ -84,7 +84,7 @@ def add_ingest_flags(parser: argparse.ArgumentParser) -> None:
                    help="native: the Python splittable DoFn; xlang: Beam's Java ReadFromKafka (Flink/Dataflow)")
     g.add_argument("--validate-processes", type=int, metavar="N",
                    help="local runner: validate in N helper processes while the runner reads on (default: one "
-                   "per core beyond the first, at most 4, or $LAKE_VALIDATE_PROCESSES; 0: in the runner)")
+                   "per core, at most 4, or $LAKE_VALIDATE_PROCESSES; 0: in the runner's process)")
     g.add_argument("--runner", default="FnApiRunner", help="Beam runner (default FnApiRunner, the local one)")
     g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
 
