@@ -26,6 +26,9 @@ _EXECUTOR: Optional[ProcessPoolExecutor] = None
 
 
 def _warm() -> None:
+    from lake.helper_processes import init_helper
+
+    init_helper()
     import quality.runner  # noqa: F401  (Great Expectations, pandas: the expensive part)
 
 

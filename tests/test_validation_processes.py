@@ -2,9 +2,13 @@
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
+from collections import Counter
 
+import psutil
 import pytest
 
 from beam_pipelines.ingest import validation_processes as vp
@@ -14,7 +18,8 @@ from lake import broker as embedded
 from lake.errors import ConfigError
 from lake.settings import Settings
 
-from ingest_helpers import T0, ingest, produce, rows_by_offset, signal as signal_message, snapshot
+from ingest_helpers import (T0, files, ingest, offsets_held, produce, rows_by_offset, signal as signal_message,
+                            snapshot)
 
 
 def _batch() -> KafkaBatch:
@@ -109,3 +114,30 @@ def test_bronze_is_the_same_with_and_without_helpers(kafka_bootstrap, tmp_path):
         assert len(got[0]) == (201 if table == "bronze" else 7)
         strip = [{k: {c: v for c, v in row.items() if c != "file"} for k, row in g.items()} for g in got]
         assert strip[0] == strip[1]
+
+
+def test_ctrl_c_to_the_process_group_finishes_the_pass_with_its_helpers(settings):
+    """A terminal's Ctrl-C reaches every process of the group: the helpers must not die of it,
+    the pass in flight commits, the command exits 0, and the helpers leave with it."""
+    produced = produce(settings, [(b"V1", snapshot("V1", T0 + i), T0 + i, i % 4) for i in range(3000)])
+    cmd = [sys.executable, "-m", "lake.cli", "ingest", "--lake-root", settings.lake_root, "--bootstrap",
+           settings.bootstrap, "--topic", settings.topic, "--follow", "--buffer-seconds", "1", "--poll-batch", "50",
+           "--validate-processes", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not files(settings) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first pass has committed: the helpers have been at work
+        helpers = psutil.Process(proc.pid).children()
+        assert len(helpers) >= 2, helpers  # two validators (and multiprocessing's resource tracker)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopping after the pass in flight" in err
+    assert "validation process failed" not in err and "Traceback" not in err, err[-2000:]
+    assert all(not h.is_running() or h.status() == psutil.STATUS_ZOMBIE for h in helpers)
+    ingest(settings)  # the rest, if the stop came before the topic was drained
+    assert offsets_held(settings) == Counter(produced.keys())

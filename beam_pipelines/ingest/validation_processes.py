@@ -10,8 +10,8 @@ from about 75K to over 100K records/s.
 Started once per ``lake ingest`` before Beam is imported (``spawn``, not
 ``fork``: the job's process later runs gRPC and librdkafka threads); the
 workers import only ``batches`` (pyarrow and the contract). A worker that
-dies does not lose a batch: the caller validates it itself (``validate``)
-and stops using the pool. On Flink or Dataflow nothing is started and each
+dies does not lose a batch: the caller validates it itself (``result``)
+and stops using the pool; a worker whose ingest died leaves too. On Flink or Dataflow nothing is started and each
 Beam worker validates in its own process, as before.
 """
 from __future__ import annotations
@@ -54,6 +54,9 @@ def default_processes() -> int:
 
 
 def _warm() -> None:
+    from lake.helper_processes import init_helper
+
+    init_helper(ignore_interrupts=True)  # the first Ctrl-C finishes the pass in flight: with these processes
     import beam_pipelines.ingest.batches  # noqa: F401  (pyarrow, msgspec, the contract)
 
 
