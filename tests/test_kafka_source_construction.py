@@ -139,14 +139,18 @@ def test_streaming_graph_reads_validates_and_writes(runner):
     assert strategy.accumulation_mode == beam.portability.api.beam_runner_api_pb2.AccumulationMode.DISCARDING
 
 
-def test_local_graph_fires_once_when_the_pass_ends():
+def test_local_graph_groups_through_the_pass_through_trigger():
+    """FnApiRunner groups a bounded pass once whatever the trigger; only with ``Always`` (on
+    global windows) does it skip its element-by-element trigger driver. That each pass then
+    commits one group per partition is what the ingest tests check on the real runner."""
     _, options, proto = _graph(_opts(runner="FnApiRunner"))
     assert not options.view_as(StandardOptions).streaming
     transforms = {t.unique_name: t for t in proto.components.transforms.values()}
     gbk = transforms["WriteBronze/GroupByPartition"]
     strategy = proto.components.windowing_strategies[
         proto.components.pcollections[next(iter(gbk.inputs.values()))].windowing_strategy_id]
-    assert strategy.trigger.WhichOneof("trigger") in ("after_end_of_window", "default")
+    assert strategy.trigger.WhichOneof("trigger") == "always"
+    assert strategy.accumulation_mode == beam.portability.api.beam_runner_api_pb2.AccumulationMode.DISCARDING
 
 
 # -- the commit step of a streaming runner closes hours itself -----------------------
