@@ -57,7 +57,7 @@ def test_a_helper_killed_mid_run_loses_no_batch(helpers, caplog):
     batch = _batch()
     here = validate_batch(batch)
     vp.result(vp.submit(batch), batch)  # the helper is up
-    (pid,) = list(vp._EXECUTOR._processes)
+    (pid,) = list(vp._POOL.executor._processes)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # reaped: the next use sees a broken pool
