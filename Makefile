@@ -19,8 +19,20 @@ demo: $(STAMP)
 system-deps:
 	@scripts/system-deps
 
-test: $(STAMP) system-deps
+# Static checks, before any test runs: lint and format (whole tree), types (lake_schemas, lake_core,
+# beam_pipelines; pyproject.toml), the layer contract and the environment table (tests/test_layers.py).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_layers.py tests/test_settings.py
+
+test: $(STAMP) system-deps lint
 	$(VENV)/bin/python -m pytest -q tests
+
+# The edit-test loop: everything but the slow lanes (Airflow runs, browser, compose, long Kafka runs), under 2 minutes.
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not (airflow or browser or compose or kafka_long or slow)" tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.ingest --events 1000000
@@ -28,4 +40,10 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m benchmarks.gold --events 1000000
 	$(VENV)/bin/python -m benchmarks.merge_growth
 
-.PHONY: install system-deps demo test bench
+# Silver and Gold at 1M, 5M and 20M events per hour, against DuckDB SQL and PySpark local[2] (Java 17+):
+# events/s, ratios and the peak memory of every process of each run (benchmarks/scale.py; about an hour).
+bench-scale: $(STAMP)
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[bench]'
+	$(VENV)/bin/python -m benchmarks.scale --sizes 1M,5M,20M
+
+.PHONY: install system-deps demo lint test test-fast bench bench-scale

@@ -10,6 +10,7 @@ IPC stream. Steps that output tables declare it with
 ``.with_output_types(pa.Table)``; importing this module registers it for
 ``pa.Table``.
 """
+
 from __future__ import annotations
 
 import apache_beam as beam
@@ -36,10 +37,10 @@ class ArrowTableCoder(beam.coders.Coder):
     def is_deterministic(self) -> bool:
         return False
 
-    def to_type_hint(self):
+    def to_type_hint(self) -> type:
         return pa.Table
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return type(self) is type(other)
 
     def __hash__(self) -> int:

@@ -5,22 +5,27 @@ Locally the pipelines run on FnApiRunner in memory; any other ``--runner``
 a transform (a corrupt file, a failed gate) comes back to the caller as the
 same error with its own message, not as a Beam traceback.
 """
+
 from __future__ import annotations
 
 import logging
 import re
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Iterator, Sequence
 
+from apache_beam import Pipeline
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from lake.errors import LakeError
+from lake_core.errors import LakeError
 
 __all__ = ["pipeline_options", "run_pipeline"]
 
 #: Loggers through which Beam reports a failing DoFn with its traceback.
-_BEAM_ERROR_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker",
-                       "apache_beam.runners.portability.fn_api_runner")
+_BEAM_ERROR_LOGGERS = (
+    "apache_beam.runners.common",
+    "apache_beam.runners.worker.sdk_worker",
+    "apache_beam.runners.portability.fn_api_runner",
+)
 _WHILE_RUNNING = re.compile(r"\s*\[while running '[^']*'\]")
 
 
@@ -32,7 +37,7 @@ def pipeline_options(runner: str, local: bool, beam_args: Sequence[str]) -> Pipe
 
 
 @contextmanager
-def _quiet_beam_errors():
+def _quiet_beam_errors() -> Iterator[None]:
     loggers = [logging.getLogger(n) for n in _BEAM_ERROR_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -44,7 +49,7 @@ def _quiet_beam_errors():
             lg.setLevel(level)
 
 
-def run_pipeline(pipeline, namespace: str) -> dict:
+def run_pipeline(pipeline: Pipeline, namespace: str) -> dict:
     """Run ``pipeline`` to the end; return its counters of ``namespace`` by name."""
     try:
         with _quiet_beam_errors():
@@ -53,7 +58,7 @@ def run_pipeline(pipeline, namespace: str) -> dict:
     except LakeError as exc:
         # FnApiRunner re-raises the transform's exception with "[while running ...]" appended.
         raise type(exc)(_WHILE_RUNNING.sub("", str(exc))) from None
-    counters = {}
+    counters: dict[str, int] = {}
     for c in result.metrics().query()["counters"]:
         if c.key.metric.namespace == namespace:
             value = c.committed if c.committed is not None else c.attempted

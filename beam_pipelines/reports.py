@@ -18,6 +18,7 @@ The file appears whole or not at all (written aside, then renamed).
 a refusal as one line on stderr and its exit code (5 for a failed gate),
 not a traceback, in the launcher's log.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,12 +26,31 @@ import functools
 import json
 import os
 import sys
-from typing import Callable, Optional
+import time
+from typing import Any, Callable, Optional, Sequence
 
-from lake import errors
-from lake.errors import LakeError
+from beam_pipelines.job_metrics import push_job_metrics
+from lake_core import errors
+from lake_core.errors import LakeError
 
-__all__ = ["writes_json_report", "read_report", "script_main"]
+__all__ = ["writes_json_report", "read_report", "script_main", "report_fields", "quarantine_counts"]
+
+QUARANTINED_PREFIX = "quarantined_"
+
+
+def report_fields(report: type, counters: dict[str, int]) -> dict[str, int]:
+    """The counters that are integer fields of the dataclass ``report``, by name."""
+    names = {f.name for f in dataclasses.fields(report) if f.type in ("int", int)}
+    return {name: int(value) for name, value in counters.items() if name in names}
+
+
+def quarantine_counts(counters: dict[str, int]) -> dict[str, int]:
+    """``quarantined_<reason>`` counters as ``{reason: rows}``, the reasons that occurred."""
+    return {
+        k.removeprefix(QUARANTINED_PREFIX): int(v)
+        for k, v in counters.items()
+        if k.startswith(QUARANTINED_PREFIX) and v
+    }
 
 
 def _write(path: str, body: dict) -> None:
@@ -43,21 +63,34 @@ def _write(path: str, body: dict) -> None:
 
 
 def writes_json_report(job: str) -> Callable:
-    """Decorate ``run_x(opts, ...)``: when ``opts.report_json`` is set, write the outcome there."""
+    """Decorate ``run_x(opts, ...)``: when ``opts.report_json`` is set, write the outcome there; with a
+    Pushgateway (``LAKE_PUSHGATEWAY_URL``), push it there too (``job_metrics``)."""
 
     def decorate(run: Callable) -> Callable:
         @functools.wraps(run)
-        def run_and_report(opts, *args, **kwargs):
+        def run_and_report(opts: Any, *args: Any, **kwargs: Any) -> Any:
             path = getattr(opts, "report_json", None)
-            if not path:
-                return run(opts, *args, **kwargs)
+            started = time.monotonic()
             try:
                 report = run(opts, *args, **kwargs)
             except LakeError as exc:
-                _write(path, {"job": job, "ok": False, "error": type(exc).__name__,
-                              "exit_code": exc.exit_code, "message": str(exc)})
+                push_job_metrics(job, time.monotonic() - started, error=exc)
+                if not path:
+                    raise
+                _write(
+                    path,
+                    {
+                        "job": job,
+                        "ok": False,
+                        "error": type(exc).__name__,
+                        "exit_code": exc.exit_code,
+                        "message": str(exc),
+                    },
+                )
                 raise
-            _write(path, {"job": job, "ok": True, "summary": report.summary(), **dataclasses.asdict(report)})
+            push_job_metrics(job, time.monotonic() - started, report)
+            if path:
+                _write(path, {"job": job, "ok": True, "summary": report.summary(), **dataclasses.asdict(report)})
             return report
 
         return run_and_report
@@ -85,7 +118,7 @@ def read_report(path: str, job_output: Optional[str] = None) -> dict:
     return body
 
 
-def script_main(run: Callable, argv) -> int:
+def script_main(run: Callable, argv: Sequence[str]) -> int:
     """Run a job's ``run(argv)``; print its summary, or its ``LakeError`` as one line; return the exit code."""
     try:
         print(run(argv).summary())

@@ -9,6 +9,7 @@ the launcher deletes the run's directory when the job ends, whatever the
 outcome. The staging area is on the lake's own filesystem, so every worker
 of a distributed runner sees it.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -17,9 +18,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
+from lake_core.storage import filesystem, fs_path
 from lake_schemas import LakePaths
 from lake_schemas.paths import join
-from lake_schemas.storage import filesystem, fs_path
 
 __all__ = ["StagingArea"]
 

@@ -23,8 +23,11 @@ to Bronze, so Silver would not see them.
 
 ``tests/bronze_builder.py`` builds hand-made rows one dict at a time, which
 is right for the scenario tests and far too slow for a million events; this
-module builds columns.
+module builds columns, and writes each file as soon as a partition has its
+rows: what it holds at once is bounded by the file size, not by ``events``
+(20M events are some 3 GB of JSON).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -40,15 +43,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from edge_client.config import Imperfections, SimulationConfig, parse_start
-from edge_client.registry import upsert_vehicles
 from edge_client.simulate import build_fleet, message_batches
+from lake_core.registry import upsert_vehicles
 from lake_schemas import BRONZE_SCHEMA, BronzeFileName, LakePaths
-from lake_schemas.paths import COMPLETE_MARKER, format_hour, hour_of_ms
+from lake_schemas.paths import COMPLETE_MARKER, HOUR_MS, format_hour, hour_of_ms
 from lake_schemas.validation import Accepted, validate_message
 
 __all__ = ["BronzeInput", "BronzeFaults", "build_bronze_hour", "copy_inputs"]
 
-HOUR_MS = 3_600_000
 START = "2026-03-01T08:00:00Z"
 TOPIC = "vehicle-telemetry"
 #: Messages per vehicle and second in the mixed shape (measured: snapshots 1, signal TCUs about 0.6).
@@ -82,11 +84,13 @@ class BronzeInput:
 
     def describe(self) -> str:
         c = self.counts
-        return (f"bronze {self.hour}: {self.rows:,} rows in {self.files} files from {self.vehicles:,} vehicles "
-                f"({self.registered:,} registered): {c.get('snapshot', 0):,} snapshots, {c.get('signal', 0):,} "
-                f"signals, {c.get('duplicate', 0):,} redeliveries, {c.get('skewed_vehicles', 0)} vehicles with "
-                f"skewed clocks, {c.get('gps_glitch', 0):,} GPS glitches, {c.get('out_of_range', 0):,} "
-                f"out-of-range readings, {c.get('lone_half', 0):,} lone lat signals; built in {self.seconds:.1f}s")
+        return (
+            f"bronze {self.hour}: {self.rows:,} rows in {self.files} files from {self.vehicles:,} vehicles "
+            f"({self.registered:,} registered): {c.get('snapshot', 0):,} snapshots, {c.get('signal', 0):,} "
+            f"signals, {c.get('duplicate', 0):,} redeliveries, {c.get('skewed_vehicles', 0)} vehicles with "
+            f"skewed clocks, {c.get('gps_glitch', 0):,} GPS glitches, {c.get('out_of_range', 0):,} "
+            f"out-of-range readings, {c.get('lone_half', 0):,} lone lat signals; built in {self.seconds:.1f}s"
+        )
 
 
 #: How the simulator's encoder writes a 0,0 fix (snapshot, and the lat half of a signal pair).
@@ -126,22 +130,45 @@ def _vehicle_count(events: int) -> int:
     return max(10, -(-events // int(_MESSAGES_PER_VEHICLE_S * _SIMULATED_S)))
 
 
-def build_bronze_hour(lake_root: str, events: int, seed: int = 7, partitions: int = 8,
-                      rows_per_file: int = 50_000, faults: BronzeFaults = BronzeFaults(),
-                      progress=print) -> BronzeInput:
+def build_bronze_hour(
+    lake_root: str,
+    events: int,
+    seed: int = 7,
+    partitions: int = 8,
+    rows_per_file: int = 50_000,
+    faults: BronzeFaults = BronzeFaults(),
+    progress=print,
+) -> BronzeInput:
     """Write one complete Bronze hour of about ``events`` rows, and the fleet's registry, under ``lake_root``."""
     started = time.perf_counter()
     start_ms = parse_start(START)
     hour_end = hour_of_ms(start_ms) + HOUR_MS
     vehicles = _vehicle_count(events)
-    config = SimulationConfig(vehicles=vehicles, duration_s=float(_SIMULATED_S), shape="mixed", seed=seed,
-                              start_ms=start_ms,
-                              imperfections=Imperfections(duplicate_rate=faults.duplicate_rate,
-                                                          clock_skew_rate=faults.clock_skew_rate,
-                                                          gps_glitch_rate=faults.gps_glitch_rate, bad_rate=0.0))
-    counts = {"snapshot": 0, "signal": 0, "duplicate": 0, "out_of_range": 0, "lone_half": 0, "rejected": 0,
-              "gps_glitch": 0}
-    columns = {p: ([], [], [], [], []) for p in range(partitions)}  # offset-ordered per Kafka partition
+    config = SimulationConfig(
+        vehicles=vehicles,
+        duration_s=float(_SIMULATED_S),
+        shape="mixed",
+        seed=seed,
+        start_ms=start_ms,
+        imperfections=Imperfections(
+            duplicate_rate=faults.duplicate_rate,
+            clock_skew_rate=faults.clock_skew_rate,
+            gps_glitch_rate=faults.gps_glitch_rate,
+            bad_rate=0.0,
+        ),
+    )
+    counts = {
+        "snapshot": 0,
+        "signal": 0,
+        "duplicate": 0,
+        "out_of_range": 0,
+        "lone_half": 0,
+        "rejected": 0,
+        "gps_glitch": 0,
+    }
+    # Offset-ordered rows per Kafka partition, written out as soon as a file's worth is there:
+    # what is held at once is at most ``partitions * rows_per_file`` messages, whatever ``events``.
+    writer = _HourWriter(lake_root, hour_of_ms(start_ms), partitions, rows_per_file)
     partition_of: dict = {}
     kept = 0
     report_every = max(events // 5, 1)
@@ -168,12 +195,7 @@ def build_bronze_hour(lake_root: str, events: int, seed: int = 7, partitions: in
             p = partition_of.get(key)
             if p is None:
                 p = partition_of[key] = zlib.crc32(key) % partitions
-            stamps, keys, payloads, vids, event_ms = columns[p]
-            stamps.append(ts)
-            keys.append(key)
-            payloads.append(value)
-            vids.append(verdict.vehicle_id)
-            event_ms.append(verdict.event_ts_ms)
+            writer.add(p, ts, key, value, verdict.vehicle_id, verdict.event_ts_ms)
             counts["duplicate" if i in duplicate else verdict.shape] += 1
             if _GLITCH_SNAPSHOT in value or _GLITCH_SIGNAL in value:
                 counts["gps_glitch"] += 1
@@ -185,45 +207,87 @@ def build_bronze_hour(lake_root: str, events: int, seed: int = 7, partitions: in
         if kept >= events:
             break
 
-    files = _write_files(lake_root, hour_of_ms(start_ms), columns, rows_per_file)
+    files = writer.close()
     fleet = build_fleet(config)
     registered = [i for i in range(fleet.size) if (i * 7919 + seed) % 1000 >= faults.unregistered_share * 1000]
-    upsert_vehicles(lake_root, [fleet.vehicle_ids[i] for i in registered],
-                    [fleet.type_names[i] for i in registered], registered_at_ms=start_ms - 86_400_000)
+    upsert_vehicles(
+        lake_root,
+        [fleet.vehicle_ids[i] for i in registered],
+        [fleet.type_names[i] for i in registered],
+        registered_at_ms=start_ms - 86_400_000,
+    )
     from edge_client.imperfections import FieldFaults
 
     counts["skewed_vehicles"] = FieldFaults(config.imperfections, seed, fleet.size).skewed_vehicles
-    return BronzeInput(lake_root, format_hour(hour_of_ms(start_ms)), kept, len(files), vehicles, len(registered),
-                       counts, time.perf_counter() - started)
+    return BronzeInput(
+        lake_root,
+        format_hour(hour_of_ms(start_ms)),
+        kept,
+        len(files),
+        vehicles,
+        len(registered),
+        counts,
+        time.perf_counter() - started,
+    )
 
 
-def _write_files(lake_root: str, hour_ms: int, columns: dict, rows_per_file: int) -> list:
-    directory = LakePaths(lake_root).bronze_hour(hour_ms)
-    os.makedirs(directory, exist_ok=True)
-    written = []
-    for p, (stamps, keys, payloads, vids, event_ms) in columns.items():
-        for first in range(0, len(stamps), rows_per_file):
-            last = min(first + rows_per_file, len(stamps))
-            n = last - first
-            table = pa.Table.from_arrays([
-                pa.array([TOPIC] * n, pa.string()), pa.array([p] * n, pa.int32()),
-                pa.array(np.arange(first, last), pa.int64()),
-                pa.array(stamps[first:last], pa.int64()).cast(BRONZE_SCHEMA.field("ingest_ts").type),
-                pa.array(keys[first:last], pa.binary()).cast(pa.string()),
-                pa.array(payloads[first:last], pa.binary()).cast(pa.string()),
-                pa.array(vids[first:last], pa.string()),
-                pa.array(event_ms[first:last], pa.int64()).cast(BRONZE_SCHEMA.field("event_ts").type),
-            ], schema=BRONZE_SCHEMA)
-            name = str(BronzeFileName(p, first, last - 1, 1, 1))
-            pq.write_table(table, f"{directory}/{name}", compression="zstd",
-                           use_dictionary=["kafka_topic", "vehicle_id", "key"])
-            written.append(name)
-    marker = {"hour": format_hour(hour_ms), "completed_by": "benchmarks.bronze_hour",
-              "completed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "files": [{"table": "bronze_telemetry", "file": n} for n in sorted(written)]}
-    with open(f"{directory}/{COMPLETE_MARKER}", "w") as f:
-        json.dump(marker, f, indent=1)
-    return written
+class _HourWriter:
+    """Bronze files of one hour, one per ``rows_per_file`` rows of a partition, then the ``_COMPLETE`` marker."""
+
+    def __init__(self, lake_root: str, hour_ms: int, partitions: int, rows_per_file: int):
+        self.hour_ms, self.rows_per_file = hour_ms, rows_per_file
+        self.directory = LakePaths(lake_root).bronze_hour(hour_ms)
+        os.makedirs(self.directory, exist_ok=True)
+        self.pending: dict = {p: ([], [], [], [], []) for p in range(partitions)}
+        self.next_offset = dict.fromkeys(range(partitions), 0)
+        self.written: list = []
+
+    def add(self, partition: int, ts: int, key: bytes, value: bytes, vehicle_id: str, event_ms) -> None:
+        columns = self.pending[partition]
+        for column, item in zip(columns, (ts, key, value, vehicle_id, event_ms)):
+            column.append(item)
+        if len(columns[0]) >= self.rows_per_file:
+            self._flush(partition)
+
+    def _flush(self, p: int) -> None:
+        stamps, keys, payloads, vids, event_ms = self.pending[p]
+        n, first = len(stamps), self.next_offset[p]
+        if n == 0:
+            return
+        table = pa.Table.from_arrays(
+            [
+                pa.array([TOPIC] * n, pa.string()),
+                pa.array([p] * n, pa.int32()),
+                pa.array(np.arange(first, first + n), pa.int64()),
+                pa.array(stamps, pa.int64()).cast(BRONZE_SCHEMA.field("ingest_ts").type),
+                pa.array(keys, pa.binary()).cast(pa.string()),
+                pa.array(payloads, pa.binary()).cast(pa.string()),
+                pa.array(vids, pa.string()),
+                pa.array(event_ms, pa.int64()).cast(BRONZE_SCHEMA.field("event_ts").type),
+            ],
+            schema=BRONZE_SCHEMA,
+        )
+        name = str(BronzeFileName(p, first, first + n - 1, 1, 1))
+        pq.write_table(
+            table, f"{self.directory}/{name}", compression="zstd", use_dictionary=["kafka_topic", "vehicle_id", "key"]
+        )
+        self.written.append(name)
+        self.next_offset[p] = first + n
+        self.pending[p] = ([], [], [], [], [])
+
+    def close(self) -> list:
+        """Write what is left, then the marker; the files' names."""
+        for p in self.pending:
+            self._flush(p)
+        marker = {
+            "hour": format_hour(self.hour_ms),
+            "completed_by": "benchmarks.bronze_hour",
+            "completed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "files": [{"table": "bronze_telemetry", "file": n} for n in sorted(self.written)],
+        }
+        with open(f"{self.directory}/{COMPLETE_MARKER}", "w") as f:
+            json.dump(marker, f, indent=1)
+        return self.written
 
 
 def copy_inputs(source_root: str, target_root: str, tables=("bronze_telemetry", "dims_vehicles")) -> None:

@@ -1,4 +1,5 @@
 """Shared benchmark plumbing: an embedded broker and a pre-produced topic."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,9 @@ import uuid
 from edge_client.config import Imperfections, SimulationConfig
 from edge_client.senders import KafkaSender
 from edge_client.simulate import simulate
-from lake import broker
+from lake.local import broker
+from lake_core import kafka_admin
+from lake_core.processes import free_port
 
 
 @contextlib.contextmanager
@@ -20,7 +23,7 @@ def kafka(bootstrap: str | None):
         yield bootstrap
         return
     state = tempfile.mkdtemp(prefix="lake-bench-broker-")
-    info = broker.start_broker(state, port=broker.free_port())
+    info = broker.start_broker(state, port=free_port())
     try:
         yield info.bootstrap
     finally:
@@ -30,16 +33,20 @@ def kafka(bootstrap: str | None):
 def produce_snapshots(bootstrap: str, events: int, partitions: int = 8, vehicles: int = 1000) -> tuple[str, int, int]:
     """A new topic holding ``events`` snapshot messages; returns (topic, messages, raw JSON bytes)."""
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    broker.ensure_topics(bootstrap, [topic, f"{topic}-dlq"], partitions)
+    kafka_admin.ensure_topics(bootstrap, [topic, f"{topic}-dlq"], partitions)
     seconds = max(1, -(-events // vehicles))
-    config = SimulationConfig(vehicles=vehicles, duration_s=float(seconds), shape="snapshot", seed=7,
-                              imperfections=Imperfections.none())
+    config = SimulationConfig(
+        vehicles=vehicles, duration_s=float(seconds), shape="snapshot", seed=7, imperfections=Imperfections.none()
+    )
     sender = _CountingSender(KafkaSender(bootstrap, topic), limit=events)
     started = time.perf_counter()
     simulate(config, sender, progress=False)
     sender.close()
-    print(f"produced {sender.count:,} snapshot messages ({sender.bytes / 1e6:,.0f} MB of JSON) in "
-          f"{time.perf_counter() - started:.1f}s to {topic} ({partitions} partitions)", flush=True)
+    print(
+        f"produced {sender.count:,} snapshot messages ({sender.bytes / 1e6:,.0f} MB of JSON) in "
+        f"{time.perf_counter() - started:.1f}s to {topic} ({partitions} partitions)",
+        flush=True,
+    )
     return topic, sender.count, sender.bytes
 
 

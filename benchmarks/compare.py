@@ -7,6 +7,7 @@ and absolute tolerance (two engines may sum in another order or parse the
 last digit of a JSON number differently), everything else exactly, nulls
 included.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -64,18 +65,21 @@ def _floats_differ(a: pa.Array, b: pa.Array) -> np.ndarray:
 
 def _others_differ(a: pa.Array, b: pa.Array) -> np.ndarray:
     if pa.types.is_list(a.type):  # lists of strings, compared by their joined text and their length
-        a = pc.binary_join_element_wise(pc.binary_join(a, "\x1f"), pc.cast(pc.list_value_length(a), pa.string()),
-                                        "\x1e")
-        b = pc.binary_join_element_wise(pc.binary_join(b, "\x1f"), pc.cast(pc.list_value_length(b), pa.string()),
-                                        "\x1e")
+        a = pc.binary_join_element_wise(
+            pc.binary_join(a, "\x1f"), pc.cast(pc.list_value_length(a), pa.string()), "\x1e"
+        )
+        b = pc.binary_join_element_wise(
+            pc.binary_join(b, "\x1f"), pc.cast(pc.list_value_length(b), pa.string()), "\x1e"
+        )
     equal = pc.equal(a, b)
     both_null = pc.and_(a.is_null(), b.is_null())
     same = pc.or_(equal.fill_null(False), both_null)
     return ~np.asarray(same.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def differences(name: str, ours: pa.Table, theirs: pa.Table, keys: Sequence[str], columns: Sequence[str],
-                limit: int = 5) -> list[str]:
+def differences(
+    name: str, ours: pa.Table, theirs: pa.Table, keys: Sequence[str], columns: Sequence[str], limit: int = 5
+) -> list[str]:
     """What differs between ``ours`` (the project) and ``theirs`` (the baseline); empty when they agree."""
     if ours.num_rows == theirs.num_rows == 0:
         return []
@@ -102,8 +106,10 @@ def differences(name: str, ours: pa.Table, theirs: pa.Table, keys: Sequence[str]
         differ = _floats_differ(x, y) if pa.types.is_floating(x.type) else _others_differ(x, y)
         bad = np.flatnonzero(differ)
         if len(bad):
-            shown = [(a.select(list(keys)).slice(int(i), 1).to_pylist()[0], x[int(i)].as_py(), y[int(i)].as_py())
-                     for i in bad[:limit]]
+            shown = [
+                (a.select(list(keys)).slice(int(i), 1).to_pylist()[0], x[int(i)].as_py(), y[int(i)].as_py())
+                for i in bad[:limit]
+            ]
             found.append(f"{name}.{c}: {len(bad):,} rows differ, e.g. (key, job, baseline) {shown}")
     return found
 

@@ -3,6 +3,7 @@
 Every threshold comes from ``lake_schemas.rules`` (as the jobs take them),
 so the baselines cannot drift from the contract by a typo.
 """
+
 from __future__ import annotations
 
 from lake_schemas.geohash import BASE32
@@ -42,8 +43,10 @@ def _cell(value: str, low: float, span: float, bits: int) -> tuple[str, str]:
     def edge(k: str) -> str:
         return f"({low!r} + ({k}) * {width})"
 
-    fixed = (f"least(greatest(_k + CASE WHEN {value} >= {edge('_k + 1')} THEN 1 "
-             f"WHEN {value} < {edge('_k')} THEN -1 ELSE 0 END, 0), {n - 1})")
+    fixed = (
+        f"least(greatest(_k + CASE WHEN {value} >= {edge('_k + 1')} THEN 1 "
+        f"WHEN {value} < {edge('_k')} THEN -1 ELSE 0 END, 0), {n - 1})"
+    )
     return guess, fixed
 
 
@@ -61,8 +64,10 @@ def geohash_stages(lat: str, lon: str, precision: int, valid: str) -> tuple[str,
     gx, fix_x = _cell(lon, -180.0, 360.0, lon_bits)
     gy, fix_y = _cell(lat, -90.0, 180.0, lat_bits)
     cells = f"CASE WHEN {valid} THEN {gx} END AS _gx, CASE WHEN {valid} THEN {gy} END AS _gy"
-    corrected = (f"CASE WHEN _gx IS NOT NULL THEN {fix_x.replace('_k', '_gx')} END AS _gx, "
-                 f"CASE WHEN _gy IS NOT NULL THEN {fix_y.replace('_k', '_gy')} END AS _gy")
+    corrected = (
+        f"CASE WHEN _gx IS NOT NULL THEN {fix_x.replace('_k', '_gx')} END AS _gx, "
+        f"CASE WHEN _gy IS NOT NULL THEN {fix_y.replace('_k', '_gy')} END AS _gy"
+    )
 
     def bit(i: int) -> str:  # the i-th interleaved bit, most significant first
         if i % 2 == 0:
@@ -79,6 +84,8 @@ def geohash_stages(lat: str, lon: str, precision: int, valid: str) -> tuple[str,
 
 def haversine_km_sql(lat1: str, lon1: str, lat2: str, lon2: str) -> str:
     """``lake_schemas.rules.haversine_km`` in SQL (same formula, same radius, same clipping)."""
-    a = (f"pow(sin((radians({lat2}) - radians({lat1})) / 2), 2) + cos(radians({lat1})) * cos(radians({lat2})) * "
-         f"pow(sin(radians({lon2} - {lon1}) / 2), 2)")
+    a = (
+        f"pow(sin((radians({lat2}) - radians({lat1})) / 2), 2) + cos(radians({lat1})) * cos(radians({lat2})) * "
+        f"pow(sin(radians({lon2} - {lon1}) / 2), 2)"
+    )
     return f"(2 * {EARTH_RADIUS_KM!r} * asin(sqrt(least(greatest({a}, 0.0), 1.0))))"

@@ -16,6 +16,7 @@ exits non-zero when they do not. The last line is
 ``gold: <N> events/s, duckdb <M> events/s, ratio <R>`` (N: Silver rows of
 the day per second of the gated job; ``--gate off`` makes it the ungated one).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,14 @@ import shutil
 import tempfile
 from collections import Counter
 
+from benchmarks.bronze_hour import build_bronze_hour, copy_inputs
+from benchmarks.compare import differences, read_parquet_dir
+from benchmarks.job_vs_sql import best_of, fail_on_differences, parse_args, print_results, time_job
+from benchmarks.measure import child_env, lake_command, python_module, run_child
+from benchmarks.silver import run_lake_silver
+from lake_core.storage import delta_dataset
 from lake_schemas import LakePaths
-from lake_schemas.storage import delta_dataset
 from lake_schemas.tables import GOLD_VEHICLE_HOURLY_SCHEMA, GOLD_VEHICLE_STATE_SCHEMA, GOLD_ZONE_HOURLY_SCHEMA
-
-from .bronze_hour import build_bronze_hour, copy_inputs
-from .compare import differences, read_parquet_dir
-from .job_vs_sql import best_of, fail_on_differences, parse_args, print_results, time_job
-from .measure import child_env, lake_command, python_module, run_child
-from .silver import run_lake_silver
 
 #: Gold table -> (its key, its columns)
 GOLD_OUTPUTS = {
@@ -57,8 +57,9 @@ def run_lake_gold(lake_root: str, day: str, gate: bool):
 
 def run_duckdb_gold(lake_root: str, day: str, out_dir: str):
     shutil.rmtree(out_dir, ignore_errors=True)
-    run = run_child(python_module("benchmarks.gold_sql", "--lake-root", lake_root, "--date", day, "--out", out_dir),
-                    child_env())
+    run = run_child(
+        python_module("benchmarks.gold_sql", "--lake-root", lake_root, "--date", day, "--out", out_dir), child_env()
+    )
     return run.check("the DuckDB Gold baseline")
 
 
@@ -86,14 +87,22 @@ def main(argv=None) -> None:
         day = day.isoformat()
         print(f"  Gold's input: Silver day {day}, {silver_rows:,} rows", flush=True)
 
-        runs = time_job(args, work, "lake gold", lambda root: copy_inputs(source, root, GOLD_INPUTS),
-                        lambda root, gate: run_lake_gold(root, day, gate))
+        runs = time_job(
+            args,
+            work,
+            "lake gold",
+            lambda root: copy_inputs(source, root, GOLD_INPUTS),
+            lambda root, gate: run_lake_gold(root, day, gate),
+        )
         print("timing the DuckDB baseline", flush=True)
         duck_dir = os.path.join(work, "duckdb")
         duck = best_of(args.repeat, lambda i: run_duckdb_gold(source, day, duck_dir))
         counts = json.loads(duck.last_line())
-        print(f"  {duck.seconds:.2f}s: {counts['silver_rows']:,} silver rows -> {counts['vehicle_hourly']:,} "
-              f"vehicle hours, {counts['zone_hourly']:,} zone hours, {counts['vehicle_state']:,} vehicles", flush=True)
+        print(
+            f"  {duck.seconds:.2f}s: {counts['silver_rows']:,} silver rows -> {counts['vehicle_hourly']:,} "
+            f"vehicle hours, {counts['zone_hourly']:,} zone hours, {counts['vehicle_state']:,} vehicles",
+            flush=True,
+        )
 
         print("checking that the two outputs agree, row for row", flush=True)
         checked = os.path.join(work, f"lake-{'gate' if runs.gated is not None else 'nogate'}-0")
@@ -101,8 +110,11 @@ def main(argv=None) -> None:
         if counts["silver_rows"] != silver_rows:
             found.append(f"the baseline read {counts['silver_rows']:,} Silver rows of {day}, not {silver_rows:,}")
         fail_on_differences("gold", found)
-        print(f"  agree: {counts['vehicle_hourly']:,} vehicle hours, {counts['zone_hourly']:,} zone hours, "
-              f"{counts['vehicle_state']:,} vehicle states", flush=True)
+        print(
+            f"  agree: {counts['vehicle_hourly']:,} vehicle hours, {counts['zone_hourly']:,} zone hours, "
+            f"{counts['vehicle_state']:,} vehicle states",
+            flush=True,
+        )
         print_results("gold", "lake gold", silver_rows, runs, duck, args.repeat)
     finally:
         if not args.work_dir:

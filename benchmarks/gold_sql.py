@@ -14,6 +14,7 @@ Left out, fairly: the job folds the day into an existing ``vehicle_state``
 with a MERGE; the benchmark starts from empty Gold tables, where that MERGE
 only inserts, as this baseline does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,9 @@ import os
 import sys
 import time
 
+from benchmarks.duckdb_sql import connect, haversine_km_sql, quote
 from lake_schemas import LakePaths
+from lake_schemas.paths import HOUR_MS
 from lake_schemas.rules import GOLD_ORDER, LOW_BATTERY_SOC_PCT, MAX_LEG_SPEED_KMH, MAX_USAGE_GAP_S
 from lake_schemas.tables import (
     GOLD_VEHICLE_HOURLY_SCHEMA,
@@ -32,11 +35,8 @@ from lake_schemas.tables import (
     MEASUREMENT_FIELDS,
 )
 
-from .duckdb_sql import connect, haversine_km_sql, quote
-
 __all__ = ["gold_sql", "silver_day_files", "run_baseline", "main"]
 
-HOUR_MS = 3_600_000
 STATE_FIELDS = [f.name for f in MEASUREMENT_FIELDS] + ["zone_id"]
 _ORDER = ", ".join("ts_ms" if c == "event_ts" else c for c in GOLD_ORDER)
 
@@ -97,7 +97,7 @@ SELECT h.vehicle_id, epoch_ms(h.hour_ms) AS hour_start, CAST(epoch_ms(h.hour_ms)
        coalesce(d.distance_km, 0.0) AS distance_km, u.usage_seconds, h.low_battery_events,
        h.first_event_ts, h.last_event_ts
 FROM hourly h JOIN usage u USING (vehicle_id, hour_ms) LEFT JOIN distance d USING (vehicle_id, hour_ms)""",
-        "zone_hourly": f"""
+        "zone_hourly": """
 SELECT zone_id, epoch_ms(hour_ms) AS hour_start, CAST(epoch_ms(hour_ms) AS DATE) AS event_date,
        count(DISTINCT vehicle_id) AS active_vehicles, count(*) AS event_count, avg(soc_pct) AS soc_avg
 FROM day_rows WHERE zone_id IS NOT NULL GROUP BY zone_id, hour_ms""",
@@ -109,8 +109,11 @@ FROM day_rows GROUP BY vehicle_id""",
     }
 
 
-_COLUMNS = {"vehicle_hourly": GOLD_VEHICLE_HOURLY_SCHEMA.names, "zone_hourly": GOLD_ZONE_HOURLY_SCHEMA.names,
-            "vehicle_state": GOLD_VEHICLE_STATE_SCHEMA.names}
+_COLUMNS = {
+    "vehicle_hourly": GOLD_VEHICLE_HOURLY_SCHEMA.names,
+    "zone_hourly": GOLD_ZONE_HOURLY_SCHEMA.names,
+    "vehicle_state": GOLD_VEHICLE_STATE_SCHEMA.names,
+}
 
 
 def run_baseline(lake_root: str, day: _dt.date, out_dir: str, threads: int = 0) -> dict:
@@ -124,8 +127,11 @@ def run_baseline(lake_root: str, day: _dt.date, out_dir: str, threads: int = 0) 
     for name, select in statements.items():
         target = quote(os.path.join(out_dir, name))
         columns = ", ".join(_COLUMNS[name])
-        partitioned = (", PARTITION_BY (event_date), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE"
-                       if name != "vehicle_state" else "")
+        partitioned = (
+            ", PARTITION_BY (event_date), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE"
+            if name != "vehicle_state"
+            else ""
+        )
         if not partitioned:
             os.makedirs(os.path.join(out_dir, name), exist_ok=True)
             target = quote(os.path.join(out_dir, name, "data.parquet"))

@@ -6,6 +6,7 @@ slower ones measure the neighbours). The headline is the job as its DAG runs
 it, quality gate on, unless ``--gate off`` was asked for; the results block
 says which.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .measure import ChildRun, rate
+from benchmarks.measure import ChildRun, rate
 
 __all__ = ["parse_args", "JobRuns", "time_job", "best_of", "print_results", "fail_on_differences"]
 
@@ -22,9 +23,13 @@ __all__ = ["parse_args", "JobRuns", "time_job", "best_of", "print_results", "fai
 def parse_args(argv, description: str) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--events", type=int, default=1_000_000, help="Bronze rows in the hour (default 1,000,000)")
-    ap.add_argument("--gate", choices=["both", "on", "off"], default="both",
-                    help="time the job with its quality gate (on, the DAG's way: the headline), without it (off), "
-                         "or both (default)")
+    ap.add_argument(
+        "--gate",
+        choices=["both", "on", "off"],
+        default="both",
+        help="time the job with its quality gate (on, the DAG's way: the headline), without it (off), "
+        "or both (default)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs of each contender; the fastest counts (default 1)")
     ap.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
     ap.add_argument("--work-dir", help="keep the lakes here instead of a temporary directory")
@@ -51,8 +56,9 @@ class JobRuns:
         return self.gated if self.gated is not None else self.ungated
 
 
-def time_job(args, work: str, job: str, fresh_lake: Callable[[str], None],
-             run: Callable[[str, bool], ChildRun]) -> JobRuns:
+def time_job(
+    args, work: str, job: str, fresh_lake: Callable[[str], None], run: Callable[[str, bool], ChildRun]
+) -> JobRuns:
     """Time ``run(lake_root, gate)`` as ``--gate`` asks, each attempt on a lake ``fresh_lake(root)`` made."""
     runs = JobRuns()
     for gate in ([True] if args.gate != "off" else []) + ([False] if args.gate != "on" else []):
@@ -86,18 +92,23 @@ def fail_on_differences(layer: str, found: list) -> None:
 def print_results(layer: str, job: str, events: int, runs: JobRuns, duck: ChildRun, repeat: int) -> None:
     """The results block, then the required last line."""
     best = f", fastest of {repeat}" if repeat > 1 else ""
-    print(f"\nresults ({events:,} events; wall time of each process{best}, interpreter start and imports "
-          f"included; shared machine: expect noise)")
+    print(
+        f"\nresults ({events:,} events; wall time of each process{best}, interpreter start and imports "
+        f"included; shared machine: expect noise)"
+    )
 
     def line(label: str, r: ChildRun, extra: str = "") -> None:
-        print(f"  {label:28s} {r.seconds:7.2f}s  {rate(events, r.seconds):>10,.0f} events/s  "
-              f"cpu {r.cpu_seconds:6.2f}s  peak RSS {r.peak_rss_mb:,.0f} MB{extra}")
+        print(
+            f"  {label:28s} {r.seconds:7.2f}s  {rate(events, r.seconds):>10,.0f} events/s  "
+            f"cpu {r.cpu_seconds:6.2f}s  peak RSS {r.tree_peak_rss_mb:,.0f} MB in {r.processes} process(es){extra}"
+        )
 
     if runs.gated is not None:
         line(f"{job} (gate on)", runs.gated)
     if runs.ungated is not None:
-        gate_cost = (f"  (the gate costs {runs.gated.seconds - runs.ungated.seconds:+.2f}s)"
-                     if runs.gated is not None else "")
+        gate_cost = (
+            f"  (the gate costs {runs.gated.seconds - runs.ungated.seconds:+.2f}s)" if runs.gated is not None else ""
+        )
         line(f"{job} --no-gate", runs.ungated, gate_cost)
     line("duckdb baseline", duck)
     which = "gate on, as the DAG runs it" if runs.gated is not None else "WITHOUT the quality gate (--gate off)"

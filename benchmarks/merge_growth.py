@@ -21,6 +21,7 @@ the table.
    default) the same MERGE without the partition predicate runs too, as the
    reference of what the predicate saves.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,14 +38,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from benchmarks.bronze_hour import build_bronze_hour
+from benchmarks.measure import PeakMemory, child_env, python_module, run_child
+from lake_core.storage import delta_dataset
 from lake_schemas import LakePaths
 from lake_schemas.geohash import encode_arrow
 from lake_schemas.rules import DEDUP_KEY, GEOHASH_PRECISION
-from lake_schemas.storage import delta_dataset
 from lake_schemas.tables import SILVER_SCHEMA, TS
-
-from .bronze_hour import build_bronze_hour
-from .measure import PeakMemory, child_env, python_module, run_child
 
 DAY_MS = 86_400_000
 FILLER_VEHICLES = 5000
@@ -55,24 +55,30 @@ FILLER_VEHICLES = 5000
 
 def build_batch(work: str, events: int, seed: int, out_dir: str) -> dict:
     """Clean a simulated Bronze hour with the job's steps; store the batch under ``out_dir``; describe it."""
-    from beam_pipelines.silver.bronze_input import list_bronze_hour, read_bronze_file
     from beam_pipelines.silver.clean import clean_batch
     from beam_pipelines.silver.parse import parse_bronze
-    from edge_client.registry import read_registry
+    from lake_core.bronze.hour_files import list_bronze_hour, read_bronze_file
+    from lake_core.registry import read_registry
     from lake_schemas.paths import parse_hour
 
     bronze = build_bronze_hour(work, events, seed=seed)
     print(bronze.describe(), flush=True)
     hour = list_bronze_hour(work, int(parse_hour(bronze.hour).timestamp() * 1000))
-    parsed = pa.concat_tables([parse_bronze(read_bronze_file(work, f"{hour.directory}/{name}"), name)
-                               for name in hour.files])
+    parsed = pa.concat_tables(
+        [parse_bronze(read_bronze_file(work, f"{hour.directory}/{name}"), name) for name in hour.files]
+    )
     registry = read_registry(work).select(["vehicle_id", "vehicle_type"])
     batch = clean_batch(parsed, registry, bronze.hour)
     os.makedirs(out_dir, exist_ok=True)
     _write_ipc(batch.silver, os.path.join(out_dir, "silver.arrow"))
     _write_ipc(batch.quarantine, os.path.join(out_dir, "quarantine.arrow"))
-    meta = {"hour": bronze.hour, "dates": sorted(d.isoformat() for d in batch.dates), "stats": batch.stats,
-            "silver_rows": batch.silver.num_rows, "quarantine_rows": batch.quarantine.num_rows}
+    meta = {
+        "hour": bronze.hour,
+        "dates": sorted(d.isoformat() for d in batch.dates),
+        "stats": batch.stats,
+        "silver_rows": batch.silver.num_rows,
+        "quarantine_rows": batch.quarantine.num_rows,
+    }
     with open(os.path.join(out_dir, "batch.json"), "w") as f:
         json.dump(meta, f)
     return meta
@@ -89,8 +95,10 @@ def load_batch(directory: str):
 
     with open(os.path.join(directory, "batch.json")) as f:
         meta = json.load(f)
-    tables = [pa.ipc.open_file(pa.memory_map(os.path.join(directory, f"{n}.arrow"))).read_all()
-              for n in ("silver", "quarantine")]
+    tables = [
+        pa.ipc.open_file(pa.memory_map(os.path.join(directory, f"{n}.arrow"))).read_all()
+        for n in ("silver", "quarantine")
+    ]
     dates = frozenset(_dt.date.fromisoformat(d) for d in meta["dates"])
     return CleanBatch(tables[0], tables[1], dates, meta["stats"]), meta["hour"]
 
@@ -99,14 +107,15 @@ def load_batch(directory: str):
 
 
 def filler_rows(first_id: int, rows: int, last_day: _dt.date, days: int, rng: np.random.Generator) -> pa.Table:
-    """``rows`` synthetic Silver rows (ids ``first_id``...), spread evenly over the ``days`` days ending ``last_day``."""
+    """``rows`` synthetic Silver rows (ids ``first_id``...), spread over the ``days`` days ending ``last_day``."""
     ids = np.arange(first_id, first_id + rows)
     day0 = int(_dt.datetime.combine(last_day, _dt.time(), _dt.timezone.utc).timestamp() * 1000) - (days - 1) * DAY_MS
     event_ms = day0 + (ids % days) * DAY_MS + rng.integers(0, DAY_MS, rows)
     lat = np.round(52.52 + rng.normal(0, 0.03, rows), 6)
     lon = np.round(13.405 + rng.normal(0, 0.05, rows), 6)
-    vehicle = pc.binary_join_element_wise("F", pc.utf8_lpad(pa.array(ids % FILLER_VEHICLES).cast(pa.string()), 5, "0"),
-                                          "")
+    vehicle = pc.binary_join_element_wise(
+        "F", pc.utf8_lpad(pa.array(ids % FILLER_VEHICLES).cast(pa.string()), 5, "0"), ""
+    )
     columns = {
         "vehicle_id": vehicle,
         "event_id": pc.binary_join_element_wise("fill-", pa.array(ids).cast(pa.string()), ""),
@@ -115,7 +124,8 @@ def filler_rows(first_id: int, rows: int, last_day: _dt.date, days: int, rng: np
         "event_date": pc.cast(pa.array(event_ms).cast(TS), pa.date32()),
         "ts_corrected": pa.array(np.zeros(rows, dtype=bool)),
         "source_shape": pa.array(np.full(rows, "snapshot", dtype=object), pa.string()),
-        "lat": pa.array(lat), "lon": pa.array(lon),
+        "lat": pa.array(lat),
+        "lon": pa.array(lon),
         "soc_pct": pa.array(np.round(rng.uniform(5, 100, rows), 1)),
         "speed_kmh": pa.array(np.round(rng.uniform(0, 25, rows), 1)),
         "in_use": pa.array(rng.random(rows) < 0.3),
@@ -125,8 +135,9 @@ def filler_rows(first_id: int, rows: int, last_day: _dt.date, days: int, rng: np
         "kafka_partition": pa.array((ids % 8).astype(np.int32)),
         "kafka_offset": pa.array(ids),
     }
-    return pa.table([columns[f.name] if f.name in columns else pa.nulls(rows, f.type) for f in SILVER_SCHEMA],
-                    schema=SILVER_SCHEMA)
+    return pa.table(
+        [columns[f.name] if f.name in columns else pa.nulls(rows, f.type) for f in SILVER_SCHEMA], schema=SILVER_SCHEMA
+    )
 
 
 class SilverFiller:
@@ -186,20 +197,35 @@ def child(mode: str, lake_root: str, batch_dir: str) -> dict:
             result = commit_hour(lake_root, batch, hour, gate=None)
             inserted, already = result.inserted, result.already_in_silver
         else:
-            metrics = (silver_table(lake_root)
-                       .merge(batch.silver, predicate=" AND ".join(f"t.{k} = s.{k}" for k in DEDUP_KEY),
-                              source_alias="s", target_alias="t")
-                       .when_not_matched_insert_all().execute())
+            metrics = (
+                silver_table(lake_root)
+                .merge(
+                    batch.silver,
+                    predicate=" AND ".join(f"t.{k} = s.{k}" for k in DEDUP_KEY),
+                    source_alias="s",
+                    target_alias="t",
+                )
+                .when_not_matched_insert_all()
+                .execute()
+            )
             inserted = int(metrics.get("num_target_rows_inserted", 0))
             already = batch.silver.num_rows - inserted
     seconds = time.perf_counter() - started
-    return {"mode": mode, "seconds": seconds, "peak_mb": memory.peak_mb, "rss_before_mb": memory.before_mb,
-            "inserted": inserted, "already_in_silver": already}
+    return {
+        "mode": mode,
+        "seconds": seconds,
+        "peak_mb": memory.peak_mb,
+        "rss_before_mb": memory.before_mb,
+        "inserted": inserted,
+        "already_in_silver": already,
+    }
 
 
 def measure(mode: str, lake_root: str, batch_dir: str) -> dict:
-    run = run_child(python_module("benchmarks.merge_growth", "--child", mode, "--lake-root", lake_root,
-                                  "--batch", batch_dir), child_env())
+    run = run_child(
+        python_module("benchmarks.merge_growth", "--child", mode, "--lake-root", lake_root, "--batch", batch_dir),
+        child_env(),
+    )
     run.check(f"the {mode} run")
     return json.loads(run.last_line())
 
@@ -209,12 +235,16 @@ def measure(mode: str, lake_root: str, batch_dir: str) -> dict:
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="1000000,5000000,10000000",
-                    help="Silver rows before the commit, comma-separated, ascending (default 1M,5M,10M)")
+    ap.add_argument(
+        "--sizes",
+        default="1000000,5000000,10000000",
+        help="Silver rows before the commit, comma-separated, ascending (default 1M,5M,10M)",
+    )
     ap.add_argument("--days", type=int, default=60, help="event_date partitions the rows spread over (default 60)")
     ap.add_argument("--batch-events", type=int, default=100_000, help="Bronze rows of the hour committed")
-    ap.add_argument("--duplicate-share", type=float, default=0.05,
-                    help="share of the batch's rows already in Silver (default 0.05)")
+    ap.add_argument(
+        "--duplicate-share", type=float, default=0.05, help="share of the batch's rows already in Silver (default 0.05)"
+    )
     ap.add_argument("--rows-per-commit", type=int, default=500_000, help="filler rows per append commit")
     ap.add_argument("--skip-unpruned", action="store_true", help="do not run the MERGE without its predicate")
     ap.add_argument("--seed", type=int, default=7)
@@ -257,24 +287,32 @@ def run(args, work: str) -> None:
     meta = build_batch(os.path.join(work, "bronze"), args.batch_events, args.seed, batch_dir)
     dates = [_dt.date.fromisoformat(d) for d in meta["dates"]]
     batch_day = max(dates)
-    print(f"  batch: {meta['silver_rows']:,} Silver rows, {meta['quarantine_rows']:,} quarantine rows; "
-          f"MERGE predicate covers {len(dates)} partition(s): {', '.join(meta['dates'])}", flush=True)
+    print(
+        f"  batch: {meta['silver_rows']:,} Silver rows, {meta['quarantine_rows']:,} quarantine rows; "
+        f"MERGE predicate covers {len(dates)} partition(s): {', '.join(meta['dates'])}",
+        flush=True,
+    )
 
     lake = os.path.join(work, "lake")
     filler = SilverFiller(lake, batch_day, args.days, args.rows_per_commit, args.seed)
     batch, _ = load_batch(batch_dir)
-    dups = batch.silver.take(np.flatnonzero(np.random.default_rng(args.seed).random(batch.silver.num_rows)
-                                            < args.duplicate_share))
+    dups = batch.silver.take(
+        np.flatnonzero(np.random.default_rng(args.seed).random(batch.silver.num_rows) < args.duplicate_share)
+    )
     filler.append(dups)
-    print(f"  {dups.num_rows:,} of the batch's rows put into Silver first (redeliveries the MERGE must find)",
-          flush=True)
+    print(
+        f"  {dups.num_rows:,} of the batch's rows put into Silver first (redeliveries the MERGE must find)", flush=True
+    )
     quarantine = LakePaths(lake).table("silver_quarantine")
     results = []
     for size in args.sizes:
         started = time.perf_counter()
         filler.grow_to(size)
-        print(f"Silver grown to {filler.rows:,} rows over {args.days} days ({filler.commits} commits) in "
-              f"{time.perf_counter() - started:.1f}s", flush=True)
+        print(
+            f"Silver grown to {filler.rows:,} rows over {args.days} days ({filler.commits} commits) in "
+            f"{time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
         version = filler.version()
         row = {"size": filler.rows, "touched_rows": rows_in(lake, dates)}
         modes = ["commit"] + ([] if args.skip_unpruned else ["unpruned"])
@@ -283,25 +321,36 @@ def run(args, work: str) -> None:
             filler.restore(version)
             shutil.rmtree(quarantine, ignore_errors=True)
             if m["already_in_silver"] != dups.num_rows:
-                sys.exit(f"merge: the {mode} run found {m['already_in_silver']:,} rows already in Silver, "
-                         f"expected {dups.num_rows:,}")
+                sys.exit(
+                    f"merge: the {mode} run found {m['already_in_silver']:,} rows already in Silver, "
+                    f"expected {dups.num_rows:,}"
+                )
             row[mode] = m
-            print(f"  {mode:8s} {m['seconds']:6.2f}s  peak +{m['peak_mb']:,.0f} MB  ({m['inserted']:,} inserted, "
-                  f"{m['already_in_silver']:,} already there)", flush=True)
+            print(
+                f"  {mode:8s} {m['seconds']:6.2f}s  peak +{m['peak_mb']:,.0f} MB  ({m['inserted']:,} inserted, "
+                f"{m['already_in_silver']:,} already there)",
+                flush=True,
+            )
         results.append(row)
     report(results, len(dates), args.skip_unpruned)
 
 
 def report(results: list, partitions: int, skip_unpruned: bool) -> None:
-    print("\nresults: one hour's Silver commit (MERGE restricted to the batch's event_date partitions) by table "
-          "size; peak = RSS above the process's RSS before the commit. Shared machine: expect noise.")
-    head = f"  {'silver rows':>12} {'rows in the ' + str(partitions) + ' partition(s)':>28} {'commit s':>9} {'peak MB':>8}"
+    print(
+        "\nresults: one hour's Silver commit (MERGE restricted to the batch's event_date partitions) by table "
+        "size; peak = RSS above the process's RSS before the commit. Shared machine: expect noise."
+    )
+    head = (
+        f"  {'silver rows':>12} {'rows in the ' + str(partitions) + ' partition(s)':>28} {'commit s':>9} {'peak MB':>8}"
+    )
     if not skip_unpruned:
         head += f" {'unpruned s':>11} {'peak MB':>8}"
     print(head)
     for r in results:
-        line = (f"  {r['size']:>12,} {r['touched_rows']:>28,} {r['commit']['seconds']:>9.2f} "
-                f"{r['commit']['peak_mb']:>8,.0f}")
+        line = (
+            f"  {r['size']:>12,} {r['touched_rows']:>28,} {r['commit']['seconds']:>9.2f} "
+            f"{r['commit']['peak_mb']:>8,.0f}"
+        )
         if not skip_unpruned:
             line += f" {r['unpruned']['seconds']:>11.2f} {r['unpruned']['peak_mb']:>8,.0f}"
         print(line)
@@ -310,9 +359,11 @@ def report(results: list, partitions: int, skip_unpruned: bool) -> None:
     touched = last["touched_rows"] / max(first["touched_rows"], 1)
     t = last["commit"]["seconds"] / first["commit"]["seconds"]
     mem = last["commit"]["peak_mb"] / max(first["commit"]["peak_mb"], 1.0)
-    print(f"merge: table x{grow:.1f} ({first['size']:,} -> {last['size']:,} rows), touched partitions x{touched:.1f}: "
-          f"commit time x{t:.2f} ({first['commit']['seconds']:.2f}s -> {last['commit']['seconds']:.2f}s), "
-          f"peak memory x{mem:.2f} ({first['commit']['peak_mb']:,.0f} -> {last['commit']['peak_mb']:,.0f} MB)")
+    print(
+        f"merge: table x{grow:.1f} ({first['size']:,} -> {last['size']:,} rows), touched partitions x{touched:.1f}: "
+        f"commit time x{t:.2f} ({first['commit']['seconds']:.2f}s -> {last['commit']['seconds']:.2f}s), "
+        f"peak memory x{mem:.2f} ({first['commit']['peak_mb']:,.0f} -> {last['commit']['peak_mb']:,.0f} MB)"
+    )
 
 
 if __name__ == "__main__":

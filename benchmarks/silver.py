@@ -15,6 +15,7 @@ for row, and exits non-zero when they do not. The last line is
 ``silver: <N> events/s, duckdb <M> events/s, ratio <R>`` (N: Bronze rows
 per second of the gated job; ``--gate off`` makes it the ungated one).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,14 +23,13 @@ import os
 import shutil
 import tempfile
 
+from benchmarks.bronze_hour import build_bronze_hour, copy_inputs
+from benchmarks.compare import differences, read_parquet_dir
+from benchmarks.job_vs_sql import best_of, fail_on_differences, parse_args, print_results, time_job
+from benchmarks.measure import child_env, lake_command, python_module, run_child
+from lake_core.storage import delta_dataset
 from lake_schemas import LakePaths
-from lake_schemas.storage import delta_dataset
 from lake_schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA
-
-from .bronze_hour import build_bronze_hour, copy_inputs
-from .compare import differences, read_parquet_dir
-from .job_vs_sql import best_of, fail_on_differences, parse_args, print_results, time_job
-from .measure import child_env, lake_command, python_module, run_child
 
 SILVER_KEY = ["vehicle_id", "event_id"]
 QUARANTINE_KEY = ["kafka_partition", "kafka_offset", "event_id", "reason"]
@@ -43,8 +43,9 @@ def run_lake_silver(lake_root: str, hour: str, gate: bool):
 
 def run_duckdb_silver(lake_root: str, hour: str, out_dir: str):
     shutil.rmtree(out_dir, ignore_errors=True)
-    run = run_child(python_module("benchmarks.silver_sql", "--lake-root", lake_root, "--hour", hour,
-                                  "--out", out_dir), child_env())
+    run = run_child(
+        python_module("benchmarks.silver_sql", "--lake-root", lake_root, "--hour", hour, "--out", out_dir), child_env()
+    )
     return run.check("the DuckDB Silver baseline")
 
 
@@ -68,20 +69,29 @@ def main(argv=None) -> None:
         bronze = build_bronze_hour(source, args.events, seed=args.seed)
         print(bronze.describe(), flush=True)
 
-        runs = time_job(args, work, "lake silver", lambda root: copy_inputs(source, root),
-                        lambda root, gate: run_lake_silver(root, bronze.hour, gate))
+        runs = time_job(
+            args,
+            work,
+            "lake silver",
+            lambda root: copy_inputs(source, root),
+            lambda root, gate: run_lake_silver(root, bronze.hour, gate),
+        )
         print("timing the DuckDB baseline", flush=True)
         duck_dir = os.path.join(work, "duckdb")
         duck = best_of(args.repeat, lambda i: run_duckdb_silver(source, bronze.hour, duck_dir))
         counts = json.loads(duck.last_line())
-        print(f"  {duck.seconds:.2f}s: {counts['silver_rows']:,} silver rows, {counts['quarantine_rows']:,} "
-              f"quarantined", flush=True)
+        print(
+            f"  {duck.seconds:.2f}s: {counts['silver_rows']:,} silver rows, {counts['quarantine_rows']:,} quarantined",
+            flush=True,
+        )
 
         print("checking that the two outputs agree, row for row", flush=True)
         checked = os.path.join(work, f"lake-{'gate' if runs.gated is not None else 'nogate'}-0")
         fail_on_differences("silver", check_agreement(checked, duck_dir))
-        print(f"  agree: {counts['silver_rows']:,} Silver rows and {counts['quarantine_rows']:,} quarantine rows",
-              flush=True)
+        print(
+            f"  agree: {counts['silver_rows']:,} Silver rows and {counts['quarantine_rows']:,} quarantine rows",
+            flush=True,
+        )
         print_results("silver", "lake silver", bronze.rows, runs, duck, args.repeat)
     finally:
         if not args.work_dir:

@@ -15,6 +15,7 @@ benchmark starts from an empty Silver, where that check finds nothing. A
 payload Arrow cannot parse (impossible in Bronze our ingest wrote) is
 handled by ``TRY`` here, row by row there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,8 @@ import os
 import sys
 import time
 
+from benchmarks.duckdb_sql import connect, geohash_stages, quote
+from lake_core.storage import delta_dataset
 from lake_schemas import LakePaths
 from lake_schemas.messages import BOOLEAN_SIGNALS, SIGNAL_COLUMNS, SNAPSHOT_COLUMNS, SNAPSHOT_SCHEMA_VERSIONS
 from lake_schemas.paths import parse_hour
@@ -39,10 +42,7 @@ from lake_schemas.rules import (
     WINNER_ORDER,
     QuarantineReason,
 )
-from lake_schemas.storage import delta_dataset
 from lake_schemas.tables import MEASUREMENT_FIELDS, QUARANTINE_SCHEMA, SILVER_SCHEMA
-
-from .duckdb_sql import connect, geohash_stages, quote
 
 __all__ = ["run_baseline", "cleaned_sql", "main"]
 
@@ -58,9 +58,17 @@ def _json_structure() -> str:
     for (group, name), column in SNAPSHOT_COLUMNS.items():
         sql_type = _SQL_TYPES[types[column]]
         groups.setdefault(group, {})[name] = [sql_type[:-2]] if sql_type.endswith("[]") else sql_type
-    shape = {"schema_version": "BIGINT", "event_id": "VARCHAR", "vehicle_id": "VARCHAR", **groups,
-             "did": "VARCHAR", "timestamp": "BIGINT", "name": "VARCHAR", "float_value": "DOUBLE",
-             "int_value": "BIGINT"}
+    shape = {
+        "schema_version": "BIGINT",
+        "event_id": "VARCHAR",
+        "vehicle_id": "VARCHAR",
+        **groups,
+        "did": "VARCHAR",
+        "timestamp": "BIGINT",
+        "name": "VARCHAR",
+        "float_value": "DOUBLE",
+        "int_value": "BIGINT",
+    }
     return json.dumps(shape)
 
 
@@ -86,8 +94,10 @@ def cleaned_sql(files: list, bronze_hour: str) -> str:
     signal_names = ", ".join(quote(s) for s in SIGNAL_COLUMNS)
     file_list = ", ".join(quote(f) for f in files)
     measurements = ",\n  ".join(_measurement(c) for c in _MEASUREMENTS)
-    gps = (f"(lat IS NULL) <> (lon IS NULL) OR coalesce(lat = 0 AND lon = 0, false) OR "
-           f"{_outside('lat', LAT_RANGE)} OR {_outside('lon', LON_RANGE)}")
+    gps = (
+        f"(lat IS NULL) <> (lon IS NULL) OR coalesce(lat = 0 AND lon = 0, false) OR "
+        f"{_outside('lat', LAT_RANGE)} OR {_outside('lon', LON_RANGE)}"
+    )
     gh_cells, gh_fixed, gh_chars = geohash_stages("lat", "lon", GEOHASH_PRECISION, "reason IS NULL AND lat IS NOT NULL")
     return f"""
 WITH bronze AS (
@@ -113,7 +123,7 @@ WITH bronze AS (
     {measurements},
     CASE WHEN is_snapshot THEN CAST(coalesce(m.schema_version, {min(SNAPSHOT_SCHEMA_VERSIONS)}) AS INTEGER)
          END AS schema_version,
-    kafka_partition, kafka_offset, ingest_ts,
+    kafka_topic, kafka_partition, kafka_offset, ingest_ts,
     CASE WHEN is_signal THEN m.name END AS signal_name,
     NOT (is_snapshot OR is_signal) OR coalesce(epoch_ms(event_ts), CASE WHEN is_signal THEN m.timestamp END)
       IS NULL AS malformed,
@@ -128,7 +138,8 @@ WITH bronze AS (
   SELECT * EXCLUDE (signal_name), NULL::VARCHAR AS position_event_id FROM parsed
   WHERE signal_name IS NULL OR signal_name NOT IN ('{lat_s}', '{lon_s}')
   UNION ALL BY NAME
-  SELECT a.* REPLACE (o.lon AS lon), NULL::VARCHAR AS position_event_id
+  SELECT a.* REPLACE (o.lon AS lon), NULL::VARCHAR AS position_event_id,
+         o.kafka_partition AS paired_kafka_partition, o.kafka_offset AS paired_kafka_offset
   FROM lat_h a JOIN lon_h o ON a.vehicle_id = o.vehicle_id AND a.raw_ms = o.raw_ms
   UNION ALL BY NAME
   SELECT *, vehicle_id || ':{lat_s}:' || CAST(raw_ms AS VARCHAR) AS position_event_id FROM (
@@ -145,10 +156,11 @@ WITH bronze AS (
   SELECT * EXCLUDE (_skewed, raw_ms),
     epoch_ms(CASE WHEN _skewed OR raw_ms IS NULL THEN ingest_ms ELSE raw_ms END) AS event_ts,
     _skewed OR raw_ms IS NULL AS ts_corrected,
+    CASE WHEN _skewed THEN epoch_ms(raw_ms) END AS sender_ts,
     CASE WHEN malformed THEN '{QuarantineReason.MALFORMED_PAYLOAD.value}'
          WHEN {gps} THEN '{QuarantineReason.INVALID_GPS.value}'
-         WHEN {_outside('soc_pct', SOC_RANGE)} THEN '{QuarantineReason.INVALID_SOC.value}'
-         WHEN {_outside('speed_kmh', SPEED_RANGE)} THEN '{QuarantineReason.INVALID_SPEED.value}' END AS reason
+         WHEN {_outside("soc_pct", SOC_RANGE)} THEN '{QuarantineReason.INVALID_SOC.value}'
+         WHEN {_outside("speed_kmh", SPEED_RANGE)} THEN '{QuarantineReason.INVALID_SPEED.value}' END AS reason
   FROM timed
 ), ranked AS (  -- rule 3 within the hour, among rows that pass
   SELECT *, CAST(event_ts AS DATE) AS event_date,
@@ -165,8 +177,10 @@ FROM (SELECT * REPLACE ({gh_fixed}) FROM enriched)
 
 
 def _copy(con, select: str, directory: str) -> None:
-    con.execute(f"COPY ({select}) TO {quote(directory)} (FORMAT parquet, COMPRESSION zstd, "
-                f"PARTITION_BY (event_date), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE)")
+    con.execute(
+        f"COPY ({select}) TO {quote(directory)} (FORMAT parquet, COMPRESSION zstd, "
+        f"PARTITION_BY (event_date), WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE)"
+    )
 
 
 def run_baseline(lake_root: str, hour: str, out_dir: str, threads: int = 0) -> dict:
@@ -184,10 +198,14 @@ def run_baseline(lake_root: str, hour: str, out_dir: str, threads: int = 0) -> d
     silver = ", ".join(SILVER_SCHEMA.names)
     quarantine = ", ".join(QUARANTINE_SCHEMA.names)
     _copy(con, f"SELECT {silver} FROM cleaned WHERE _rank = 1", os.path.join(out_dir, "silver"))
-    _copy(con, f"SELECT {quarantine}, position_event_id FROM cleaned WHERE reason IS NOT NULL",
-          os.path.join(out_dir, "quarantine"))
-    counts = con.sql("SELECT count(*) FILTER (WHERE _rank = 1), count(*) FILTER (WHERE reason IS NOT NULL) "
-                     "FROM cleaned").fetchall()[0]
+    _copy(
+        con,
+        f"SELECT {quarantine}, position_event_id FROM cleaned WHERE reason IS NOT NULL",
+        os.path.join(out_dir, "quarantine"),
+    )
+    counts = con.sql(
+        "SELECT count(*) FILTER (WHERE _rank = 1), count(*) FILTER (WHERE reason IS NOT NULL) FROM cleaned"
+    ).fetchall()[0]
     return {"files": len(files), "silver_rows": counts[0], "quarantine_rows": counts[1]}
 
 

@@ -1,4 +1,5 @@
 """Hourly: the closed Bronze hour -> Silver, gated. Scheduling and wiring only (``lake.orchestration.hourly``)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,11 +27,16 @@ test` at 09:00 processes the hour that ended then).
    failed gate publishes nothing and fails this task with the failed
    expectations (`QualityGateFailed`, not retried). Waits for the previous
    hour's publish (`depends_on_past`): Silver keeps the first-ingested copy of
-   an event only if hours are published in order.
-4. **record_silver_hour**: rows in, rows out, quarantined, duplicates, to XCom,
+   an event whatever the order, but in order no copy has to be replaced.
+4. **check_ledger**: the conservation ledger of the hour (`lake ledger --hour`):
+   every Kafka offset is a Bronze row, a reject or a recorded gap, and every
+   Bronze row a new Silver row, quarantined, a duplicate or a paired position.
+   An imbalance fails the run naming the equation (`LedgerImbalance`), so the
+   hour is not recorded and the daily DAG does not aggregate it.
+5. **record_silver_hour**: rows in, rows out, quarantined, duplicates, to XCom,
    the log and `{LAKE_ROOT}/_quality/runs/silver/<day>/<hour>.json` (which the
    daily DAG reads).
-5. **late_gold_days** / **recompute_gold**: the hour's rows that belong to an
+6. **late_gold_days** / **recompute_gold**: the hour's rows that belong to an
    earlier day (or to a day whose Gold exists) trigger a run of
    `telemetry_silver_to_gold` for that day (`conf.date`).
 
@@ -68,6 +74,10 @@ with DAG(
     def publish_silver(bronze_gate: dict):
         return hourly.publish_silver(bronze_gate)
 
+    @task(execution_timeout=dt.timedelta(minutes=15))
+    def check_ledger(published: dict):
+        return hourly.check_ledger_hour(published)
+
     @task(execution_timeout=dt.timedelta(minutes=5))
     def record_silver_hour(published: dict, run_id=None):
         return hourly.record_silver_hour(published, run_id)
@@ -78,8 +88,11 @@ with DAG(
 
     published = publish_silver(validate_bronze(wait_for_bronze_hour()))
     stale_days = late_gold_days(published)
-    record_silver_hour(published) >> stale_days
+    check_ledger(published) >> record_silver_hour(published) >> stale_days
     TriggerDagRunOperator.partial(
-        task_id="recompute_gold", trigger_dag_id=hourly.GOLD_DAG_ID, logical_date=None,
-        skip_when_already_exists=True, execution_timeout=dt.timedelta(minutes=5),
+        task_id="recompute_gold",
+        trigger_dag_id=hourly.GOLD_DAG_ID,
+        logical_date=None,
+        skip_when_already_exists=True,
+        execution_timeout=dt.timedelta(minutes=5),
     ).expand_kwargs(stale_days)

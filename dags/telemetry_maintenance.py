@@ -1,16 +1,20 @@
-"""Daily: retention, compaction and vacuum of every table. Scheduling and wiring only (``lake.maintenance``)."""
+"""Daily: retention, compaction and vacuum of every table.
+
+Scheduling and wiring only; the work is ``lake.lifecycle.maintenance``.
+"""
+
 from __future__ import annotations
 
 import datetime as dt
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
-from lake.orchestration import dag_defaults, upkeep
+from lake.orchestration import dag_defaults, maintenance
 
 DOC = """
 ### Lake maintenance, every day at 03:30 UTC
 
-**maintain** runs `lake.maintenance.maintain(lake_root, now=data_interval_end)`:
+**maintain** runs `lake.lifecycle.maintenance.maintain(lake_root, now=data_interval_end)`:
 Bronze hours past their retention are deleted (never those the ingest's
 checkpoint still needs), Delta partitions past theirs are deleted, small
 files are compacted, unreferenced files vacuumed, logs checkpointed. Each
@@ -37,6 +41,6 @@ with DAG(
 
     @task(execution_timeout=dt.timedelta(hours=3))
     def maintain(data_interval_end=None):
-        return upkeep.run_maintenance(data_interval_end)
+        return maintenance.run_maintenance(data_interval_end)
 
     maintain()

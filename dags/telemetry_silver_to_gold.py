@@ -1,4 +1,5 @@
 """Daily: a Silver day -> Gold, gated. Scheduling and wiring only (``lake.orchestration.daily``)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -23,7 +24,12 @@ received late rows).
 2. **publish_gold**: the Gold Beam job (same runner settings as Silver). Its
    gate runs before its commit; a failure publishes nothing. A day Silver has
    no rows of is skipped.
-3. **record_gold_day**: what it published, to XCom, the log and
+3. **check_ledger**: the conservation ledger of the day's 24 hours (`lake
+   ledger --date`): Gold's `event_count` of each hour is the number of Silver
+   rows of the hour, and the Silver and ingest equations still hold. An
+   imbalance fails the run naming the equation; rows that reached Silver
+   after this run are *late* (a recompute is triggered), not an imbalance.
+4. **record_gold_day**: what it published, to XCom, the log and
    `{LAKE_ROOT}/_quality/runs/gold/<day>.json`.
 
 Gold replaces the day's partitions, so a re-run (or a late-data run) is
@@ -41,11 +47,18 @@ with DAG(
     max_active_runs=1,
     default_args=dag_defaults.default_args(),
     params={
-        "date": Param(None, type=["null", "string"], description="the UTC day to aggregate (YYYY-MM-DD) instead "
-                      "of the run's data interval"),
+        "date": Param(
+            None,
+            type=["null", "string"],
+            description="the UTC day to aggregate (YYYY-MM-DD) instead of the run's data interval",
+        ),
         "reason": Param(None, type=["null", "string"], description="why this day is recomputed"),
-        "partial_day": Param(False, type="boolean", description="aggregate without waiting for every hour "
-                             "(a demo; a day you know is over): late rows trigger a re-run anyway"),
+        "partial_day": Param(
+            False,
+            type="boolean",
+            description="aggregate without waiting for every hour "
+            "(a demo; a day you know is over): late rows trigger a re-run anyway",
+        ),
     },
     tags=["telemetry", "silver", "gold", "daily"],
     doc_md=DOC,
@@ -59,8 +72,18 @@ with DAG(
     def publish_gold(silver_day: dict):
         return daily.publish_gold(silver_day)
 
+    @task(execution_timeout=dt.timedelta(minutes=15))
+    def check_ledger(published: dict):
+        return daily.check_ledger_day(published)
+
     @task(execution_timeout=dt.timedelta(minutes=5))
     def record_gold_day(published: dict, run_id=None):
         return daily.record_gold_day(published, run_id)
 
-    record_gold_day(publish_gold(wait_for_silver_day()))
+    @task(execution_timeout=dt.timedelta(minutes=15))
+    def copy_alerts(published: dict):
+        return daily.copy_alerts(published)
+
+    published = publish_gold(wait_for_silver_day())
+    check_ledger(published) >> record_gold_day(published)
+    copy_alerts(published)

@@ -19,6 +19,7 @@ this wrapper handles both through Flink's REST API:
 Only the standard library: the wrapper must work in any image that has the
 lake installed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,14 +43,19 @@ def job_name_of(command: Sequence[str]) -> str:
             return arg.split("=", 1)[1]
         if arg == "--job_name" and i + 1 < len(command):
             return command[i + 1]
-    raise ValueError("the ingest command must name its Flink job with --job_name=NAME: "
-                     "that name is how a restarted driver finds the job it replaces")
+    raise ValueError(
+        "the ingest command must name its Flink job with --job_name=NAME: "
+        "that name is how a restarted driver finds the job it replaces"
+    )
 
 
 def live_jobs(overview: dict, name: str) -> list:
     """Ids of the jobs called ``name`` in a ``GET /jobs/overview`` answer that are not over."""
-    return [job["jid"] for job in overview.get("jobs", [])
-            if job.get("name") == name and job.get("state") not in TERMINAL_STATES]
+    return [
+        job["jid"]
+        for job in overview.get("jobs", [])
+        if job.get("name") == name and job.get("state") not in TERMINAL_STATES
+    ]
 
 
 def _request(url: str, method: str = "GET", timeout: float = 10.0) -> dict:
@@ -97,12 +103,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     split = argv.index("--")
     parser = argparse.ArgumentParser(prog="ingest_supervisor.py")
     parser.add_argument("--flink-rest", required=True, help="Flink's REST address, e.g. http://flink-jobmanager:8081")
-    parser.add_argument("--stop-timeout", type=float, default=30.0,
-                        help="seconds the driver gets to exit once its job is cancelled (default 30)")
-    parser.add_argument("--rest-timeout", type=float, default=120.0,
-                        help="seconds to wait for Flink's REST API at start (default 120)")
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        help="seconds the driver gets to exit once its job is cancelled (default 30)",
+    )
+    parser.add_argument(
+        "--rest-timeout", type=float, default=120.0, help="seconds to wait for Flink's REST API at start (default 120)"
+    )
     args = parser.parse_args(argv[:split])
-    command = argv[split + 1:]
+    command = argv[split + 1 :]
     try:
         name = job_name_of(command)
     except ValueError as exc:

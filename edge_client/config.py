@@ -1,8 +1,9 @@
 """What a simulation run is: typed options, validated when built.
 
-A bad value raises ``ConfigError`` with one line that names the option, so
+A bad value raises ``EdgeConfigError`` with one line that names the option, so
 the CLI and ``lake demo`` report it the same way.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -10,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from lake.errors import ConfigError
+from edge_client.errors import EdgeConfigError
 
 #: Message shapes of contract section 1; ``mixed`` gives each vehicle one of the two.
 SHAPES = ("snapshot", "signal", "mixed")
@@ -26,10 +27,10 @@ def parse_duration(text: str) -> float:
     """``90s``, ``30m``, ``2h``, ``1d`` or a bare number of seconds -> seconds."""
     match = _DURATION_RE.match(str(text))
     if match is None:
-        raise ConfigError(f"bad duration {text!r}: use a number with s, m, h or d (e.g. 90s, 30m, 2h)")
+        raise EdgeConfigError(f"bad duration {text!r}: use a number with s, m, h or d (e.g. 90s, 30m, 2h)")
     seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
     if seconds <= 0:
-        raise ConfigError(f"bad duration {text!r}: it must be more than zero")
+        raise EdgeConfigError(f"bad duration {text!r}: it must be more than zero")
     return seconds
 
 
@@ -38,17 +39,17 @@ def parse_start(text: str) -> int:
     try:
         parsed = _dt.datetime.fromisoformat(str(text).strip())
     except ValueError:
-        raise ConfigError(f"bad start time {text!r}: use RFC 3339, e.g. {DEFAULT_START}") from None
+        raise EdgeConfigError(f"bad start time {text!r}: use RFC 3339, e.g. {DEFAULT_START}") from None
     if parsed.tzinfo is None:
         if len(str(text).strip()) > 10:  # a time without a zone would be a guess
-            raise ConfigError(f"bad start time {text!r}: give a zone, e.g. {DEFAULT_START}")
+            raise EdgeConfigError(f"bad start time {text!r}: give a zone, e.g. {DEFAULT_START}")
         parsed = parsed.replace(tzinfo=_dt.timezone.utc)
     return int(parsed.timestamp() * 1000)
 
 
 def _check_rate(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-        raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
+        raise EdgeConfigError(f"{name} must be between 0 and 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -95,19 +96,19 @@ class SimulationConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.vehicles, int) or not 1 <= self.vehicles <= 10_000_000:
-            raise ConfigError(f"vehicles must be a whole number from 1 to 10,000,000, got {self.vehicles!r}")
+            raise EdgeConfigError(f"vehicles must be a whole number from 1 to 10,000,000, got {self.vehicles!r}")
         if not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise ConfigError(f"duration must be more than zero seconds, got {self.duration_s!r}")
+            raise EdgeConfigError(f"duration must be more than zero seconds, got {self.duration_s!r}")
         if not (math.isfinite(self.rate_hz) and 0.001 <= self.rate_hz <= 100):
-            raise ConfigError(f"rate must be from 0.001 to 100 events per second per vehicle, got {self.rate_hz!r}")
+            raise EdgeConfigError(f"rate must be from 0.001 to 100 events per second per vehicle, got {self.rate_hz!r}")
         if self.shape not in SHAPES:
-            raise ConfigError(f"shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
+            raise EdgeConfigError(f"shape must be one of {', '.join(SHAPES)}, got {self.shape!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
+            raise EdgeConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if not (-80 <= self.city_lat <= 80 and -180 <= self.city_lon <= 180):
-            raise ConfigError(f"city centre ({self.city_lat}, {self.city_lon}) is not a place vehicles can drive")
+            raise EdgeConfigError(f"city centre ({self.city_lat}, {self.city_lon}) is not a place vehicles can drive")
         if not 946_684_800_000 <= self.start_ms < 4_102_444_800_000 - self.duration_s * 1000:
-            raise ConfigError("start time must be between the years 2000 and 2100")
+            raise EdgeConfigError("start time must be between the years 2000 and 2100")
 
     @property
     def tick_ms(self) -> int:

@@ -12,6 +12,7 @@ drift from what validation expects:
 
 ``mixed`` gives each vehicle one of the two, chosen by the seed.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,9 +22,8 @@ from typing import Optional
 import msgspec
 import numpy as np
 
+from edge_client.fleet import EARTH_RADIUS_M, Fleet
 from lake_schemas.messages import Battery, Diagnostics, Location, Motion, Signal, Snapshot, Status
-
-from .fleet import EARTH_RADIUS_M, Fleet
 
 SNAPSHOT, SIGNAL = "snapshot", "signal"
 #: Shape -> share of vehicles that send snapshots.
@@ -54,8 +54,10 @@ def uuid_like_ids(rng: np.random.Generator, count: int) -> list[str]:
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
     h = raw.tobytes().hex()
-    return [f"{h[i:i + 8]}-{h[i + 8:i + 12]}-{h[i + 12:i + 16]}-{h[i + 16:i + 20]}-{h[i + 20:i + 32]}"
-            for i in range(0, 32 * count, 32)]
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 @dataclass
@@ -164,37 +166,60 @@ class TelemetryEncoder:
         lon = np.where(glitch, 0.0, lon)
         return lat.round(6), lon.round(6)
 
-    def _snapshots(self, out: Outbox, idx: np.ndarray, reported_ms: list[int], send_ms: list[int],
-                   lat: np.ndarray, lon: np.ndarray) -> None:
+    def _snapshots(
+        self, out: Outbox, idx: np.ndarray, reported_ms: list[int], send_ms: list[int], lat: np.ndarray, lon: np.ndarray
+    ) -> None:
         f = self.fleet
         ids = f.vehicle_ids
         riding = f.riding[idx].tolist()
         charging = f.charging[idx].tolist()
         has_error = (f.error_index[idx] >= 0).tolist()
         cols = zip(
-            idx.tolist(), uuid_like_ids(self._rng, len(idx)), lat[idx].tolist(), lon[idx].tolist(),
-            f.alt_m[idx].tolist(), f.gps_accuracy_m[idx].round(1).tolist(), f.soc_pct[idx].round(1).tolist(),
-            f.voltage_v[idx].round(2).tolist(), f.current_a[idx].round(2).tolist(),
-            f.battery_temp_c[idx].round(1).tolist(), charging, f.speed_kmh[idx].round(1).tolist(),
-            f.heading_deg[idx].round(1).tolist(), f.accel_ms2[idx].round(2).tolist(), riding,
-            f.odometer_km[idx].round(3).tolist(), has_error,
+            idx.tolist(),
+            uuid_like_ids(self._rng, len(idx)),
+            lat[idx].tolist(),
+            lon[idx].tolist(),
+            f.alt_m[idx].tolist(),
+            f.gps_accuracy_m[idx].round(1).tolist(),
+            f.soc_pct[idx].round(1).tolist(),
+            f.voltage_v[idx].round(2).tolist(),
+            f.current_a[idx].round(2).tolist(),
+            f.battery_temp_c[idx].round(1).tolist(),
+            charging,
+            f.speed_kmh[idx].round(1).tolist(),
+            f.heading_deg[idx].round(1).tolist(),
+            f.accel_ms2[idx].round(2).tolist(),
+            riding,
+            f.odometer_km[idx].round(3).tolist(),
+            has_error,
         )
         values = [
-            _ENCODE(Snapshot(
-                schema_version=1, event_id=event_id, vehicle_id=ids[i], ts=rfc3339_ms(reported_ms[i]),
-                location=Location(la, lo, alt, acc),
-                battery=Battery(soc, volt, amp, temp, chg),
-                motion=Motion(kmh, head, acc2),
-                status=Status(locked=not ride, in_use=ride, ignition=ride,
-                              trip_id=f.trip_id(i) if ride else None),
-                diagnostics=Diagnostics(odo, f.error_codes(i) if err else []),
-            ))
+            _ENCODE(
+                Snapshot(
+                    schema_version=1,
+                    event_id=event_id,
+                    vehicle_id=ids[i],
+                    ts=rfc3339_ms(reported_ms[i]),
+                    location=Location(la, lo, alt, acc),
+                    battery=Battery(soc, volt, amp, temp, chg),
+                    motion=Motion(kmh, head, acc2),
+                    status=Status(locked=not ride, in_use=ride, ignition=ride, trip_id=f.trip_id(i) if ride else None),
+                    diagnostics=Diagnostics(odo, f.error_codes(i) if err else []),
+                )
+            )
             for i, event_id, la, lo, alt, acc, soc, volt, amp, temp, chg, kmh, head, acc2, ride, odo, err in cols
         ]
         out.add(idx.tolist(), values, [send_ms[i] for i in idx.tolist()], SNAPSHOT)
 
-    def _signals(self, out: Outbox, sends_signal: np.ndarray, reported_ms: list[int], send_ms: list[int],
-                 lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    def _signals(
+        self,
+        out: Outbox,
+        sends_signal: np.ndarray,
+        reported_ms: list[int],
+        send_ms: list[int],
+        lat: np.ndarray,
+        lon: np.ndarray,
+    ) -> np.ndarray:
         """Add this tick's signals; return which vehicles reported a position."""
         f, k, dt = self.fleet, self._ticks, self.fleet.dt_s
         first = k == 0
@@ -225,10 +250,14 @@ class TelemetryEncoder:
             if not idx:
                 continue
             if floats is not None:
-                values = [_ENCODE(Signal(did=ids[i], timestamp=reported_ms[i], name=name, float_value=v))
-                          for i, v in zip(idx, floats[idx].tolist())]
+                values = [
+                    _ENCODE(Signal(did=ids[i], timestamp=reported_ms[i], name=name, float_value=v))
+                    for i, v in zip(idx, floats[idx].tolist())
+                ]
             else:
-                values = [_ENCODE(Signal(did=ids[i], timestamp=reported_ms[i], name=name, int_value=v))
-                          for i, v in zip(idx, ints[idx].tolist())]
+                values = [
+                    _ENCODE(Signal(did=ids[i], timestamp=reported_ms[i], name=name, int_value=v))
+                    for i, v in zip(idx, ints[idx].tolist())
+                ]
             out.add(idx, values, [send_ms[i] for i in idx], SIGNAL)
         return position

@@ -13,6 +13,7 @@ battery delivers rolling + air + inertial power (cars recover some when
 braking) and its voltage, current and temperature follow from that power.
 The same seed gives the same fleet and the same history.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -59,20 +60,120 @@ class VehicleType:
 
 
 VEHICLE_TYPES: tuple[VehicleType, ...] = (
-    VehicleType("scooter", 0.55, 25.0, (15.0, 24.0), 1.8, 3.0, 95.0, 0.015, 0.55, 1.0, 0.2, 12.0, 1.5,
-                470.0, 30.0, 42.0, 0.12, 2200.0, 1500.0, 120.0, 15.0, 720.0, 1500.0, 120.0, (0.0, 4000.0)),
-    VehicleType("ebike", 0.30, 25.0, (14.0, 24.0), 1.2, 2.5, 100.0, 0.008, 0.45, 0.5, 0.0, 8.0, 1.0,
-                625.0, 39.0, 54.6, 0.15, 3000.0, 1500.0, 150.0, 15.0, 1080.0, 2400.0, 150.0, (0.0, 6000.0)),
-    VehicleType("car", 0.15, 130.0, (30.0, 55.0), 2.5, 4.0, 1600.0, 0.010, 0.62, 1.0, 0.6, 600.0, 8.0,
-                52000.0, 320.0, 400.0, 0.10, 250000.0, 3600.0, 11000.0, 10.0, 1500.0, 5400.0, 90.0,
-                (1000.0, 80000.0)),
+    VehicleType(
+        "scooter",
+        0.55,
+        25.0,
+        (15.0, 24.0),
+        1.8,
+        3.0,
+        95.0,
+        0.015,
+        0.55,
+        1.0,
+        0.2,
+        12.0,
+        1.5,
+        470.0,
+        30.0,
+        42.0,
+        0.12,
+        2200.0,
+        1500.0,
+        120.0,
+        15.0,
+        720.0,
+        1500.0,
+        120.0,
+        (0.0, 4000.0),
+    ),
+    VehicleType(
+        "ebike",
+        0.30,
+        25.0,
+        (14.0, 24.0),
+        1.2,
+        2.5,
+        100.0,
+        0.008,
+        0.45,
+        0.5,
+        0.0,
+        8.0,
+        1.0,
+        625.0,
+        39.0,
+        54.6,
+        0.15,
+        3000.0,
+        1500.0,
+        150.0,
+        15.0,
+        1080.0,
+        2400.0,
+        150.0,
+        (0.0, 6000.0),
+    ),
+    VehicleType(
+        "car",
+        0.15,
+        130.0,
+        (30.0, 55.0),
+        2.5,
+        4.0,
+        1600.0,
+        0.010,
+        0.62,
+        1.0,
+        0.6,
+        600.0,
+        8.0,
+        52000.0,
+        320.0,
+        400.0,
+        0.10,
+        250000.0,
+        3600.0,
+        11000.0,
+        10.0,
+        1500.0,
+        5400.0,
+        90.0,
+        (1000.0, 80000.0),
+    ),
 )
 VEHICLE_TYPE_NAMES: tuple[str, ...] = tuple(t.name for t in VEHICLE_TYPES)
 
 # Demand through the day: how likely a parked vehicle is taken, relative to
 # the mean, for each UTC+1 hour (Berlin in winter): morning and evening peaks.
-_DEMAND_BY_HOUR = np.array([0.15, 0.1, 0.08, 0.08, 0.1, 0.3, 0.8, 1.6, 2.0, 1.3, 1.0, 1.0,
-                            1.2, 1.2, 1.1, 1.2, 1.6, 2.0, 1.9, 1.4, 1.0, 0.7, 0.45, 0.25])
+_DEMAND_BY_HOUR = np.array(
+    [
+        0.15,
+        0.1,
+        0.08,
+        0.08,
+        0.1,
+        0.3,
+        0.8,
+        1.6,
+        2.0,
+        1.3,
+        1.0,
+        1.0,
+        1.2,
+        1.2,
+        1.1,
+        1.2,
+        1.6,
+        2.0,
+        1.9,
+        1.4,
+        1.0,
+        0.7,
+        0.45,
+        0.25,
+    ]
+)
 
 
 def vehicle_id(index: int) -> str:
@@ -86,8 +187,15 @@ class Fleet:
     ``vehicle_ids`` order); call ``step()`` to move ``dt`` seconds on.
     """
 
-    def __init__(self, vehicles: int, seed: int, start_ms: int, tick_ms: int = 1000,
-                 center: tuple[float, float] = (52.52, 13.405), radius_km: float = 5.0):
+    def __init__(
+        self,
+        vehicles: int,
+        seed: int,
+        start_ms: int,
+        tick_ms: int = 1000,
+        center: tuple[float, float] = (52.52, 13.405),
+        radius_km: float = 5.0,
+    ):
         self.size = n = int(vehicles)
         self.dt_s = tick_ms / 1000.0
         self.now_ms = int(start_ms)
@@ -97,9 +205,11 @@ class Fleet:
         shares = np.array([t.share for t in VEHICLE_TYPES])
         self.type_index = rng.choice(len(VEHICLE_TYPES), size=n, p=shares / shares.sum()).astype(np.int8)
         self.vehicle_ids = [vehicle_id(i) for i in range(n)]
-        self._spec = {name: np.array([getattr(t, name) for t in VEHICLE_TYPES], dtype=float)[self.type_index]
-                      for name in VehicleType.__dataclass_fields__
-                      if isinstance(getattr(VEHICLE_TYPES[0], name), float)}
+        self._spec = {
+            name: np.array([getattr(t, name) for t in VEHICLE_TYPES], dtype=float)[self.type_index]
+            for name in VehicleType.__dataclass_fields__
+            if isinstance(getattr(VEHICLE_TYPES[0], name), float)
+        }
 
         # Homes scatter around the centre, denser near it.
         r_m = rng.gamma(2.0, radius_km * 500.0, n)
@@ -186,13 +296,18 @@ class Fleet:
         s, rng, n = self._spec, self._rng, self.size
         hour = (_dt.datetime.fromtimestamp(self.now_ms / 1000, _dt.timezone.utc).hour + 1) % 24
         parked = self.state == PARKED
-        take = parked & (self.soc_pct > s["min_soc_to_ride"]) & \
-            (rng.random(n) < dt * _DEMAND_BY_HOUR[hour] / s["mean_parked_s"])
+        take = (
+            parked
+            & (self.soc_pct > s["min_soc_to_ride"])
+            & (rng.random(n) < dt * _DEMAND_BY_HOUR[hour] / s["mean_parked_s"])
+        )
         if take.any():
             self.state[take] = RIDING
             self.trip_seq[take] += 1
             k = int(take.sum())
-            self._trip_left_s[take] = np.clip(rng.exponential(s["mean_trip_s"][take]), 120.0, 4 * s["mean_trip_s"][take])
+            self._trip_left_s[take] = np.clip(
+                rng.exponential(s["mean_trip_s"][take]), 120.0, 4 * s["mean_trip_s"][take]
+            )
             cruise = np.array([t.cruise_kmh for t in VEHICLE_TYPES])[self.type_index[take]]
             cruise_kmh = rng.uniform(cruise[:, 0], cruise[:, 1])
             # Now and then a car leaves the city on the motorway.
@@ -233,7 +348,11 @@ class Fleet:
         turn = (rng.random(n) < self.dt_s / 60.0) * rng.choice([-90.0, 90.0], n)
         away_m = self._distance_m(self.lat, self.lon, self.home_lat, self.home_lon)
         home_bearing = self._bearing_deg(self.lat, self.lon, self.home_lat, self.home_lon)
-        back = ((home_bearing - self.heading_deg + 180.0) % 360.0 - 180.0) * (away_m > self.radius_m) * min(1.0, 0.2 * self.dt_s)
+        back = (
+            ((home_bearing - self.heading_deg + 180.0) % 360.0 - 180.0)
+            * (away_m > self.radius_m)
+            * min(1.0, 0.2 * self.dt_s)
+        )
         self.heading_deg = np.where(moving, (self.heading_deg + drift + turn + back) % 360.0, self.heading_deg)
         rad = np.radians(self.heading_deg)
         self.lat = self.lat + np.degrees(distance_m * np.cos(rad) / EARTH_RADIUS_M)
@@ -256,9 +375,10 @@ class Fleet:
         ocv = self._open_circuit_v()
         self.current_a = -power_w / ocv  # negative while the pack discharges
         self.voltage_v = ocv + self.current_a * s["resistance_ohm"]
-        heat_w = self.current_a ** 2 * s["resistance_ohm"] + 0.03 * np.abs(power_w)
+        heat_w = self.current_a**2 * s["resistance_ohm"] + 0.03 * np.abs(power_w)
         self.battery_temp_c = self.battery_temp_c + dt * (
-            heat_w / s["heat_capacity_j_k"] - (self.battery_temp_c - self.ambient_c) / s["cooling_s"])
+            heat_w / s["heat_capacity_j_k"] - (self.battery_temp_c - self.ambient_c) / s["cooling_s"]
+        )
 
     def _open_circuit_v(self) -> np.ndarray:
         s = self._spec

@@ -9,6 +9,7 @@
 Its random stream is its own, so turning a rate up or down leaves the
 fleet's physics and the well-formed messages as they were.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -17,10 +18,9 @@ from typing import Callable
 import msgspec
 import numpy as np
 
+from edge_client.config import Imperfections
+from edge_client.encoding import SIGNAL, SNAPSHOT, Outbox
 from lake_schemas import MAX_MESSAGE_BYTES, RejectReason
-
-from .config import Imperfections
-from .encoding import SIGNAL, SNAPSHOT, Outbox
 
 DUPLICATE = "duplicate"
 
@@ -90,8 +90,9 @@ class FieldFaults:
                 continue
             delay_ms = int(self._rng.integers(500, 30_000))
             self._seq += 1
-            heapq.heappush(self._retries, (out.send_ms[i] + delay_ms, self._seq, out.vehicle[i], out.value[i],
-                                           out.shape[i]))
+            heapq.heappush(
+                self._retries, (out.send_ms[i] + delay_ms, self._seq, out.vehicle[i], out.value[i], out.shape[i])
+            )
 
     def add_due_retries(self, out: Outbox, before_ms: float = float("inf")) -> None:
         """Append the retries whose send time comes before ``before_ms``."""

@@ -4,6 +4,7 @@
 yields what it would send, tick by tick, for callers (and tests) that want
 the messages themselves.
 """
+
 from __future__ import annotations
 
 import sys
@@ -11,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from .config import SimulationConfig
-from .encoding import SIGNAL, SNAPSHOT, MessageBatch, Outbox, TelemetryEncoder
-from .fleet import Fleet
-from .imperfections import DUPLICATE, FieldFaults
-from .senders import Sender
+from edge_client.config import SimulationConfig
+from edge_client.encoding import SIGNAL, SNAPSHOT, MessageBatch, Outbox, TelemetryEncoder
+from edge_client.fleet import Fleet
+from edge_client.imperfections import DUPLICATE, FieldFaults
+from edge_client.senders import Sender
 
 
 @dataclass
@@ -51,11 +52,13 @@ class SimulationStats:
 
     def summary(self) -> str:
         rate = self.messages / self.wall_seconds if self.wall_seconds > 0 else 0.0
-        return (f"sent {self.messages:,} messages from {self.vehicles:,} vehicles over "
-                f"{_duration(self.simulated_seconds)} simulated in {self.wall_seconds:.1f} s ({rate:,.0f}/s): "
-                f"{self.by_shape[SNAPSHOT]:,} snapshot, {self.by_shape[SIGNAL]:,} signal, "
-                f"{self.bad:,} malformed, {self.duplicates:,} duplicates, {self.gps_glitches:,} GPS glitches, "
-                f"{self.skewed_vehicles:,} {'vehicle' if self.skewed_vehicles == 1 else 'vehicles'} with skewed clocks")
+        return (
+            f"sent {self.messages:,} messages from {self.vehicles:,} vehicles over "
+            f"{_duration(self.simulated_seconds)} simulated in {self.wall_seconds:.1f} s ({rate:,.0f}/s): "
+            f"{self.by_shape[SNAPSHOT]:,} snapshot, {self.by_shape[SIGNAL]:,} signal, "
+            f"{self.bad:,} malformed, {self.duplicates:,} duplicates, {self.gps_glitches:,} GPS glitches, "
+            f"{self.skewed_vehicles:,} {'vehicle' if self.skewed_vehicles == 1 else 'vehicles'} with skewed clocks"
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -68,8 +71,9 @@ def _duration(seconds: float) -> str:
 
 def build_fleet(config: SimulationConfig) -> Fleet:
     """The fleet a run of ``config`` simulates (its ids and types are what the registry needs)."""
-    return Fleet(config.vehicles, config.seed, config.start_ms, config.tick_ms,
-                 center=(config.city_lat, config.city_lon))
+    return Fleet(
+        config.vehicles, config.seed, config.start_ms, config.tick_ms, center=(config.city_lat, config.city_lon)
+    )
 
 
 def message_batches(config: SimulationConfig, stats: Optional[SimulationStats] = None) -> Iterator[MessageBatch]:
@@ -105,8 +109,15 @@ def simulate(config: SimulationConfig, sender: Sender, progress: bool = True) ->
 
     stats = SimulationStats()
     started = time.monotonic()
-    bar = tqdm(total=config.ticks, unit="tick", file=sys.stderr, dynamic_ncols=True, leave=False,
-               disable=not progress or not sys.stderr.isatty(), desc="simulate")
+    bar = tqdm(
+        total=config.ticks,
+        unit="tick",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+        disable=not progress or not sys.stderr.isatty(),
+        desc="simulate",
+    )
     send = sender.send
     try:
         for tick, batch in enumerate(message_batches(config, stats)):

@@ -5,6 +5,7 @@ Each sub-command lives in ``lake.commands.<name>`` with the same shape: a
 that does the work. Heavy imports (Beam, Great Expectations) happen inside
 ``run``, so ``lake --help`` stays instant.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,33 @@ import sys
 import threading
 from typing import Optional, Sequence
 
-from .errors import LakeError
-from .settings import Settings
+from edge_client.errors import EdgeError
+from lake_core.errors import LakeError
+from lake_core.settings import Settings
 
-COMMANDS = ["broker", "simulate", "registry", "ingest", "silver", "gold", "validate", "query", "maintain", "forget",
-            "airflow", "demo"]
+COMMANDS = [
+    "broker",
+    "simulate",
+    "registry",
+    "devices",
+    "gateway",
+    "mqtt",
+    "bridge",
+    "ingest",
+    "stream",
+    "silver",
+    "gold",
+    "validate",
+    "query",
+    "ledger",
+    "lineage",
+    "maintain",
+    "forget",
+    "airflow",
+    "serve",
+    "status",
+    "demo",
+]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,10 +53,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--lake-root", help="lake location: a path or file://, s3://, gs:// URI "
-                        "(default: env LAKE_ROOT, else ./lake_data)")
-    common.add_argument("--bootstrap", help="Kafka bootstrap servers (default: env KAFKA_BOOTSTRAP_SERVERS, "
-                        "else the embedded broker)")
+    common.add_argument(
+        "--lake-root",
+        help="lake location: a path or file://, s3://, gs:// URI (default: env LAKE_ROOT, else ./lake_data)",
+    )
+    common.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: env KAFKA_BOOTSTRAP_SERVERS, else the embedded broker)"
+    )
     common.add_argument("--topic", help="telemetry topic (default: env LAKE_TOPIC, else vehicle-telemetry)")
     common.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     parser = _Parser(prog="lake", description="Telemetry data lake: Kafka -> Beam -> Bronze/Silver/Gold.")
@@ -53,12 +79,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.beam_args = extra
     except SystemExit as exc:  # --help and flag errors: return the code, callers (tests, DAGs) keep running
         return int(exc.code or 0)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         settings = Settings.resolve(args.lake_root, args.bootstrap, args.topic)
         return int(args.func(args, settings) or 0)
-    except LakeError as exc:
+    except (LakeError, EdgeError) as exc:  # the device side's errors have the same shape
         print(f"lake: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

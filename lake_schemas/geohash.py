@@ -7,10 +7,12 @@ point on a cell edge gets the same character as the textbook encoder gives
 it (a closed-form ``floor((lon + 180) / 360 * 2**n)`` rounds differently on
 some edges).
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import ArrayLike
 
 __all__ = ["BASE32", "encode", "encode_arrow"]
 
@@ -48,7 +50,7 @@ def _chars(lat: np.ndarray, lon: np.ndarray, precision: int) -> np.ndarray:
     return _ALPHABET[(code[:, None] >> shifts) & 31]
 
 
-def encode(lat, lon, precision: int) -> np.ndarray:
+def encode(lat: ArrayLike, lon: ArrayLike, precision: int) -> np.ndarray:
     """Geohashes of the points ``(lat, lon)`` as a numpy array of strings.
 
     Inputs must be finite and within [-90, 90] x [-180, 180]; callers mask
@@ -72,5 +74,6 @@ def encode_arrow(lat: pa.Array, lon: pa.Array, valid: pa.Array, precision: int) 
     chars = np.ascontiguousarray(_chars(la, lo, precision))
     offsets = np.arange(n + 1, dtype=np.int32) * precision
     validity = pa.array(mask, pa.bool_()).buffers()[1]
-    return pa.Array.from_buffers(pa.string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(chars)],
-                                 null_count=int(n - mask.sum()))
+    return pa.Array.from_buffers(
+        pa.string(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(chars)], null_count=int(n - mask.sum())
+    )

@@ -4,13 +4,23 @@ msgspec checks types, patterns and lengths in C while it decodes, which is
 what lets validation keep up with the broker (one Python object per message
 would not).
 """
+
 from __future__ import annotations
 
+import re
 from typing import Annotated, Optional, Union
 
 import msgspec
 
 VEHICLE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_VEHICLE_ID = re.compile(VEHICLE_ID_PATTERN)
+
+
+def is_vehicle_id(value: object) -> bool:
+    """``value`` matches ``VEHICLE_ID_PATTERN`` whole (no trailing newline, which ``$`` lets through)."""
+    return isinstance(value, str) and _VEHICLE_ID.fullmatch(value) is not None
+
+
 SNAPSHOT_SCHEMA_VERSIONS = frozenset({1})
 
 # A finite bound on every number: rejects 1e400 (which decodes to inf) while

@@ -3,6 +3,7 @@
 ``LAKE_ROOT`` is a path or a ``file://``, ``s3://`` or ``gs://`` URI; all
 paths here are plain strings joined with ``/`` so they work for both.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -19,12 +20,16 @@ TABLES: dict[str, str] = {
     "gold_vehicle_hourly": "gold/vehicle_hourly",
     "gold_zone_hourly": "gold/zone_hourly",
     "gold_vehicle_state": "gold/vehicle_state",
+    "gold_alerts": "gold/alerts",
     "dims_vehicles": "dims/vehicles",
+    "ledger_hours": "_ledger/hours",
 }
 #: The tables stored as plain hive-partitioned Parquet; the rest are Delta.
 PARQUET_TABLES = frozenset({"bronze_telemetry", "bronze_rejects"})
 
 COMPLETE_MARKER = "_COMPLETE"
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 HOUR_FORMAT = "%Y-%m-%dT%H"
 
 
@@ -32,13 +37,9 @@ def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts if p)])
 
 
-def floor_hour(ts: _dt.datetime) -> _dt.datetime:
-    return ts.replace(minute=0, second=0, microsecond=0)
-
-
 def hour_of_ms(epoch_ms: int) -> int:
     """The start of the UTC hour holding ``epoch_ms``, in epoch ms."""
-    return epoch_ms - epoch_ms % 3_600_000
+    return epoch_ms - epoch_ms % HOUR_MS
 
 
 def parse_hour(text: str) -> _dt.datetime:
@@ -107,24 +108,32 @@ class LakePaths:
 
 
 class BronzeFileName(NamedTuple):
-    """Bronze and rejects file names: ``p{partition}-{first}-{last}-{i}of{n}.parquet``.
+    """Bronze and rejects file names: ``[g{generation}-]p{partition}-{first}-{last}-{i}of{n}.parquet``.
 
     One ingest pass writes, for each Kafka partition, ``n`` files (one per
     hour it touched, in Bronze and in rejects) that all carry the offset range
     ``first..last`` the pass consumed. A group with fewer than ``n`` files is
     a pass killed while committing: recovery deletes it and reads the range
     again, so every offset lands exactly once.
+
+    The generation counts the times the topic's offsets started again
+    (``lake ingest --new-generation``, after the topic was recreated or the
+    broker lost its log): generation 0 has no prefix; a later one's names
+    start with ``g{generation}-`` and can never equal an earlier one's.
     """
 
     partition: int
     first_offset: int
     last_offset: int
-    index: int
-    count: int
+    # ``i of n``: these two shadow tuple.index and tuple.count, which nothing here calls.
+    index: int  # type: ignore[assignment]
+    count: int  # type: ignore[assignment]
+    generation: int = 0
 
     def __str__(self) -> str:
+        prefix = f"g{self.generation:04d}-" if self.generation else ""
         return (
-            f"p{self.partition:04d}-{self.first_offset:020d}-{self.last_offset:020d}"
+            f"{prefix}p{self.partition:04d}-{self.first_offset:020d}-{self.last_offset:020d}"
             f"-{self.index}of{self.count}.parquet"
         )
 
@@ -133,7 +142,8 @@ class BronzeFileName(NamedTuple):
         m = _FILE_RE.fullmatch(name)
         if m is None:
             return None
-        return cls(*(int(g) for g in m.groups()))
+        generation, partition, first, last, index, count = m.groups()
+        return cls(int(partition), int(first), int(last), int(index), int(count), int(generation or 0))
 
 
-_FILE_RE = re.compile(r"p(\d+)-(\d+)-(\d+)-(\d+)of(\d+)\.parquet")
+_FILE_RE = re.compile(r"(?:g(\d+)-)?p(\d+)-(\d+)-(\d+)-(\d+)of(\d+)\.parquet")

@@ -3,6 +3,7 @@
 A reason is a stable code (analysts group by it); the free-text detail
 beside it in rejects says which field and what was wrong.
 """
+
 from enum import Enum
 
 
@@ -21,6 +22,10 @@ class RejectReason(str, Enum):
     INVALID_VALUE = "invalid_value"  # an optional field of the wrong type (a string for a number...)
     UNKNOWN_SIGNAL = "unknown_signal"
     MISSING_SIGNAL_VALUE = "missing_signal_value"
+    # the Kafka record's own timestamp (any producer sets it) is before 2000 or more than an hour
+    # after the ingest's clock: refused whatever the payload, so it can never open a future hour
+    RECORD_TIMESTAMP_OUT_OF_RANGE = "record_timestamp_out_of_range"
+    VEHICLE_MISMATCH = "vehicle_mismatch"  # the MQTT bridge's DLQ: a payload naming another vehicle than its topic
 
     def __str__(self) -> str:  # so f-strings print the code, not the enum name
         return self.value

@@ -38,17 +38,22 @@ before the contract's rules since such a row has no values to check.
 
 **Deduplication scope.** The MERGE into Silver matches on ``(vehicle_id,
 event_id)`` restricted to the ``event_date`` partitions the batch could
-collide with: each row's date after time correction and the date of its
-raw (sender) time. This keeps each MERGE's memory bounded by the partitions
-it touches (delta-rs issues 2573, 2802, 4422), and catches every redelivery
-whose first copy kept its own time, which is all of them unless the first
-copy's time was itself corrected (a sender clock more than 5 minutes ahead
-or 7 days behind) and the two copies arrived on different UTC days.
+collide with, which keeps each MERGE's memory bounded by the partitions it
+touches (delta-rs issues 2573, 2802, 4422): each row's date after time
+correction, the date of its raw (sender) time, and the dates the index of
+corrected events (``silver/_corrected``, by sender date) gives for its
+events. The copies of an event share the sender's time, so a copy whose
+time was kept is in its sender's date, and one whose time was corrected (a
+sender clock more than 5 minutes ahead or 7 days behind) is found through
+the index: no redelivery escapes, whatever the clocks and the days.
 
-**First ingested wins** within a batch by ``WINNER_ORDER``; across batches
-Silver rows are never rewritten (the MERGE only inserts), so when hours are
-processed in order (as the hourly DAG does) the first ingested copy is the
-one in Silver; re-running an older hour later keeps the copy already there.
+**First ingested wins** within a batch by ``WINNER_ORDER``, and across
+batches: a candidate ingested before the copy Silver holds replaces it (the
+MERGE updates the row, moving it to its own ``event_date``), so the order in
+which hours are published, or two hours committing at once (Delta's
+optimistic concurrency, retried), does not change which copy Silver keeps.
+The ledger (``lake_core.ledger``) moves a replaced copy from its hour's new
+rows to that hour's duplicates.
 
 **Gold.** ``distance_km`` sums the legs between consecutive *positioned*
 rows of a vehicle's hour (rows without a position, such as a signal
@@ -59,26 +64,49 @@ rows of the hour; a signal vehicle sends no ``in_use`` and so has 0.
 every field's last non-null value; a day rebuilt after a later day only
 fills the fields the state lacks (see ``beam_pipelines.gold``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import ArrayLike
 
-from .messages import signal_event_id
+from lake_schemas.messages import signal_event_id
 
 __all__ = [
-    "MAX_FUTURE_SKEW_MS", "MAX_PAST_SKEW_MS", "correct_event_time",
-    "QuarantineReason", "QuarantineRule", "QUARANTINE_RULES", "quarantine_reasons",
-    "LAT_RANGE", "LON_RANGE", "SOC_RANGE", "SPEED_RANGE",
-    "DEDUP_KEY", "WINNER_ORDER", "GEOHASH_PRECISION", "UNKNOWN_VEHICLE_TYPE",
-    "POSITION_SIGNALS", "position_event_id", "boolean_signal",
-    "Action", "Expectation", "EXPECTATIONS", "expectations_for", "QUARANTINE_RATE_MAX",
-    "EARTH_RADIUS_KM", "MAX_LEG_SPEED_KMH", "MAX_USAGE_GAP_S", "LOW_BATTERY_SOC_PCT", "GOLD_ORDER",
+    "MAX_FUTURE_SKEW_MS",
+    "MAX_PAST_SKEW_MS",
+    "correct_event_time",
+    "QuarantineReason",
+    "QuarantineRule",
+    "QUARANTINE_RULES",
+    "quarantine_reasons",
+    "LAT_RANGE",
+    "LON_RANGE",
+    "SOC_RANGE",
+    "SPEED_RANGE",
+    "DEDUP_KEY",
+    "WINNER_ORDER",
+    "GEOHASH_PRECISION",
+    "UNKNOWN_VEHICLE_TYPE",
+    "POSITION_SIGNALS",
+    "position_event_id",
+    "boolean_signal",
+    "Action",
+    "Expectation",
+    "EXPECTATIONS",
+    "expectations_for",
+    "QUARANTINE_RATE_MAX",
+    "EARTH_RADIUS_KM",
+    "MAX_LEG_SPEED_KMH",
+    "MAX_USAGE_GAP_S",
+    "LOW_BATTERY_SOC_PCT",
+    "GOLD_ORDER",
     "haversine_km",
 ]
 
@@ -152,14 +180,20 @@ class QuarantineRule:
 
 #: Contract order: the first failing rule names the reason.
 QUARANTINE_RULES: tuple[QuarantineRule, ...] = (
-    QuarantineRule(QuarantineReason.INVALID_GPS,
-                   f"lat outside {list(LAT_RANGE)}, lon outside {list(LON_RANGE)}, lat and lon both "
-                   "exactly 0, or only one of them present",
-                   _invalid_gps),
-    QuarantineRule(QuarantineReason.INVALID_SOC, f"soc_pct outside {list(SOC_RANGE)}",
-                   lambda t: _outside(t["soc_pct"], SOC_RANGE)),
-    QuarantineRule(QuarantineReason.INVALID_SPEED, f"speed_kmh outside {list(SPEED_RANGE)}",
-                   lambda t: _outside(t["speed_kmh"], SPEED_RANGE)),
+    QuarantineRule(
+        QuarantineReason.INVALID_GPS,
+        f"lat outside {list(LAT_RANGE)}, lon outside {list(LON_RANGE)}, lat and lon both "
+        "exactly 0, or only one of them present",
+        _invalid_gps,
+    ),
+    QuarantineRule(
+        QuarantineReason.INVALID_SOC, f"soc_pct outside {list(SOC_RANGE)}", lambda t: _outside(t["soc_pct"], SOC_RANGE)
+    ),
+    QuarantineRule(
+        QuarantineReason.INVALID_SPEED,
+        f"speed_kmh outside {list(SPEED_RANGE)}",
+        lambda t: _outside(t["speed_kmh"], SPEED_RANGE),
+    ),
 )
 
 
@@ -251,7 +285,7 @@ class Expectation:
     scope: str = "rows"
 
 
-def _e(name, table, action, kind, *columns, **kw) -> Expectation:
+def _e(name: str, table: str, action: str, kind: str, *columns: str, **kw: Any) -> Expectation:
     return Expectation(name=name, table=table, action=Action(action), kind=kind, columns=tuple(columns), **kw)
 
 
@@ -261,57 +295,153 @@ _HOURLY = "gold_vehicle_hourly"
 _ZONE = "gold_zone_hourly"
 _STATE = "gold_vehicle_state"
 
+#: Columns a gate adds to what it reads, not stored in the table: ``columns_match`` looks past them.
+#: ``bronze_generation`` comes from Bronze file names (``BronzeFileName.generation``).
+DERIVED_COLUMNS = frozenset({"bronze_generation"})
+
 EXPECTATIONS: tuple[Expectation, ...] = (
     # Bronze: what the ingest promises.
     _e("bronze_columns", "bronze_telemetry", "fail", "columns_match", description="Bronze has the contract's columns"),
-    _e("bronze_required", "bronze_telemetry", "fail", "not_null", "kafka_topic", "kafka_partition", "kafka_offset",
-       "ingest_ts", "payload", "vehicle_id", "event_ts", description="every Bronze row has its coordinates, "
-       "payload and parsed vehicle id and time"),
-    _e("bronze_offsets_unique", "bronze_telemetry", "fail", "unique", "kafka_topic", "kafka_partition", "kafka_offset",
-       description="every Kafka offset lands once"),
+    _e(
+        "bronze_required",
+        "bronze_telemetry",
+        "fail",
+        "not_null",
+        "kafka_topic",
+        "kafka_partition",
+        "kafka_offset",
+        "ingest_ts",
+        "payload",
+        "vehicle_id",
+        "event_ts",
+        description="every Bronze row has its coordinates, payload and parsed vehicle id and time",
+    ),
+    _e(
+        "bronze_offsets_unique",
+        "bronze_telemetry",
+        "fail",
+        "unique",
+        "kafka_topic",
+        "bronze_generation",  # from the file name: a new generation starts the topic's offsets again
+        "kafka_partition",
+        "kafka_offset",
+        description="every Kafka offset of a generation lands once",
+    ),
     _e("bronze_vehicle_id_format", "bronze_telemetry", "fail", "regex", "vehicle_id", pattern=_VEHICLE_ID_REGEX),
     # Silver: the drop rules (quarantine), then what a published batch must satisfy.
-    *(_e(f"silver_{r.reason.value}", _SILVER, "drop", "quarantine", "reason", reason=r.reason,
-         description=r.description, scope="batch") for r in QUARANTINE_RULES),
-    _e("silver_quarantine_rate", _SILVER, "fail", "max_share", "reason", max_value=QUARANTINE_RATE_MAX,
-       description=f"at most {QUARANTINE_RATE_MAX:.0%} of a batch is quarantined", scope="batch"),
+    *(
+        _e(
+            f"silver_{r.reason.value}",
+            _SILVER,
+            "drop",
+            "quarantine",
+            "reason",
+            reason=r.reason,
+            description=r.description,
+            scope="batch",
+        )
+        for r in QUARANTINE_RULES
+    ),
+    _e(
+        "silver_quarantine_rate",
+        _SILVER,
+        "fail",
+        "max_share",
+        "reason",
+        max_value=QUARANTINE_RATE_MAX,
+        description=f"at most {QUARANTINE_RATE_MAX:.0%} of a batch is quarantined",
+        scope="batch",
+    ),
     _e("silver_columns", _SILVER, "fail", "columns_match"),
-    _e("silver_required", _SILVER, "fail", "not_null", "vehicle_id", "event_id", "event_ts", "ingest_ts",
-       "event_date", "ts_corrected", "source_shape", "vehicle_type", "kafka_partition", "kafka_offset"),
+    _e(
+        "silver_required",
+        _SILVER,
+        "fail",
+        "not_null",
+        "vehicle_id",
+        "event_id",
+        "event_ts",
+        "ingest_ts",
+        "event_date",
+        "ts_corrected",
+        "source_shape",
+        "vehicle_type",
+        "kafka_partition",
+        "kafka_offset",
+    ),
     _e("silver_key_unique", _SILVER, "fail", "unique", *DEDUP_KEY),
     _e("silver_source_shape", _SILVER, "fail", "in_set", "source_shape", value_set=("snapshot", "signal")),
     _e("silver_lat_range", _SILVER, "fail", "between", "lat", min_value=LAT_RANGE[0], max_value=LAT_RANGE[1]),
     _e("silver_lon_range", _SILVER, "fail", "between", "lon", min_value=LON_RANGE[0], max_value=LON_RANGE[1]),
     _e("silver_soc_range", _SILVER, "fail", "between", "soc_pct", min_value=SOC_RANGE[0], max_value=SOC_RANGE[1]),
-    _e("silver_speed_range", _SILVER, "fail", "between", "speed_kmh", min_value=SPEED_RANGE[0],
-       max_value=SPEED_RANGE[1]),
+    _e(
+        "silver_speed_range",
+        _SILVER,
+        "fail",
+        "between",
+        "speed_kmh",
+        min_value=SPEED_RANGE[0],
+        max_value=SPEED_RANGE[1],
+    ),
     _e("silver_heading_range", _SILVER, "warn", "between", "heading_deg", min_value=0.0, max_value=360.0),
     _e("silver_accuracy_positive", _SILVER, "warn", "between", "accuracy_m", min_value=0.0, max_value=None),
-    _e("silver_battery_temp_plausible", _SILVER, "warn", "between", "battery_temp_c", min_value=-40.0,
-       max_value=100.0),
-    _e("silver_vehicle_registered", _SILVER, "warn", "not_in_set", "vehicle_type", value_set=(UNKNOWN_VEHICLE_TYPE,),
-       description="every vehicle is in the registry"),
+    _e("silver_battery_temp_plausible", _SILVER, "warn", "between", "battery_temp_c", min_value=-40.0, max_value=100.0),
+    _e(
+        "silver_vehicle_registered",
+        _SILVER,
+        "warn",
+        "not_in_set",
+        "vehicle_type",
+        value_set=(UNKNOWN_VEHICLE_TYPE,),
+        description="every vehicle is in the registry",
+    ),
     # Gold.
     _e("gold_hourly_columns", _HOURLY, "fail", "columns_match"),
     _e("gold_hourly_key_unique", _HOURLY, "fail", "unique", "vehicle_id", "hour_start"),
-    _e("gold_hourly_required", _HOURLY, "fail", "not_null", "vehicle_id", "hour_start", "event_date",
-       "vehicle_type", "event_count", "distance_km", "usage_seconds", "low_battery_events"),
+    _e(
+        "gold_hourly_required",
+        _HOURLY,
+        "fail",
+        "not_null",
+        "vehicle_id",
+        "hour_start",
+        "event_date",
+        "vehicle_type",
+        "event_count",
+        "distance_km",
+        "usage_seconds",
+        "low_battery_events",
+    ),
     _e("gold_hourly_event_count", _HOURLY, "fail", "between", "event_count", min_value=1, max_value=None),
-    _e("gold_hourly_distance", _HOURLY, "fail", "between", "distance_km", min_value=0.0,
-       max_value=None),
+    _e("gold_hourly_distance", _HOURLY, "fail", "between", "distance_km", min_value=0.0, max_value=None),
     _e("gold_hourly_usage", _HOURLY, "fail", "between", "usage_seconds", min_value=0.0, max_value=3600.0),
     _e("gold_hourly_soc_order", _HOURLY, "fail", "a_ge_b", "soc_max", "soc_min"),
-    _e("gold_hourly_reconciles", _HOURLY, "fail", "sum_equals", "event_count", param="silver_rows",
-       description="the day's sum(event_count) equals Silver's rows of that day"),
+    _e(
+        "gold_hourly_reconciles",
+        _HOURLY,
+        "fail",
+        "sum_equals",
+        "event_count",
+        param="silver_rows",
+        description="the day's sum(event_count) equals Silver's rows of that day",
+    ),
     _e("gold_zone_columns", _ZONE, "fail", "columns_match"),
     _e("gold_zone_key_unique", _ZONE, "fail", "unique", "zone_id", "hour_start"),
-    _e("gold_zone_required", _ZONE, "fail", "not_null", "zone_id", "hour_start", "event_date", "active_vehicles",
-       "event_count"),
+    _e(
+        "gold_zone_required",
+        _ZONE,
+        "fail",
+        "not_null",
+        "zone_id",
+        "hour_start",
+        "event_date",
+        "active_vehicles",
+        "event_count",
+    ),
     _e("gold_zone_counts", _ZONE, "fail", "a_ge_b", "event_count", "active_vehicles"),
     _e("gold_state_columns", _STATE, "fail", "columns_match"),
     _e("gold_state_key_unique", _STATE, "fail", "unique", "vehicle_id"),
-    _e("gold_state_required", _STATE, "fail", "not_null", "vehicle_id", "vehicle_type", "last_event_ts",
-       "as_of_date"),
+    _e("gold_state_required", _STATE, "fail", "not_null", "vehicle_id", "vehicle_type", "last_event_ts", "as_of_date"),
 )
 
 
@@ -334,11 +464,10 @@ LOW_BATTERY_SOC_PCT = 15.0
 GOLD_ORDER = ("event_ts", "event_id")
 
 
-def haversine_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+def haversine_km(lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike) -> np.ndarray:
     """Great-circle distance in km on a sphere of radius ``EARTH_RADIUS_KM`` (numpy, element-wise)."""
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dphi = p2 - p1
     dlmb = np.radians(np.asarray(lon2) - np.asarray(lon1))
     a = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-

@@ -4,6 +4,7 @@
 ``Accepted`` (the vehicle id and event time Bronze keeps for pruning) or a
 ``Refused`` with a reason code from ``reasons.RejectReason``.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -13,27 +14,40 @@ from typing import Optional, Union
 
 import msgspec
 
-from .messages import (
+from lake_schemas.messages import (
     MAX_EVENT_ID_CHARS,
     SIGNAL_COLUMNS,
     SNAPSHOT_SCHEMA_VERSIONS,
     VEHICLE_ID_PATTERN,
     Signal,
     Snapshot,
+    is_vehicle_id,
 )
-from .reasons import RejectReason as R
-from .topics import MAX_MESSAGE_BYTES
+from lake_schemas.reasons import RejectReason as R
+from lake_schemas.topics import MAX_MESSAGE_BYTES
 
 # Event times outside these bounds are typos or garbage, not telemetry.
 MIN_EVENT_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_EVENT_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+#: Kafka record timestamps Bronze accepts (contract section 2): from 2000-01-01 to one hour past the ingest's clock.
+MIN_RECORD_MS = MIN_EVENT_MS
+RECORD_AHEAD_MS = 3_600_000
+
+
+def record_timestamp_refused(record_ms: int, now_ms: int) -> Optional[str]:
+    """Why the Kafka record timestamp ``record_ms`` is out of range on a clock reading ``now_ms``; None if it is not."""
+    if record_ms < MIN_RECORD_MS:
+        return f"record timestamp {record_ms} ms is before 2000-01-01"
+    if record_ms > now_ms + RECORD_AHEAD_MS:
+        return f"record timestamp {record_ms} ms is more than 1 h after the ingest's clock ({now_ms} ms)"
+    return None
+
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 _ONE_MS = _dt.timedelta(milliseconds=1)
 _SNAPSHOT = msgspec.json.Decoder(Snapshot)
 _SIGNAL = msgspec.json.Decoder(Signal)
 _ERROR_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
-_VEHICLE_ID = re.compile(VEHICLE_ID_PATTERN)
 # RFC 3339 date-time (section 5.6, with its note's space separator), ASCII
 # digits only: ``fromisoformat`` alone also takes ISO week dates, ``+0100``
 # offsets and non-ASCII digits.
@@ -108,12 +122,14 @@ def _snapshot(value: bytes) -> Verdict:
     if msg.event_id is None and msg.vehicle_id is None and msg.ts is None:
         if b'"did"' in value:
             return _signal(value)
-        return Refused(R.UNKNOWN_SHAPE, "neither a snapshot (event_id, vehicle_id, ts) nor a signal (did, timestamp, name)")
+        return Refused(
+            R.UNKNOWN_SHAPE, "neither a snapshot (event_id, vehicle_id, ts) nor a signal (did, timestamp, name)"
+        )
     if msg.event_id is None or msg.vehicle_id is None or msg.ts is None:
         missing = [n for n in ("event_id", "vehicle_id", "ts") if getattr(msg, n) is None]
         return Refused(R.MISSING_FIELD, "missing required field(s): " + ", ".join(missing), msg.vehicle_id)
     vehicle_id = msg.vehicle_id
-    if _VEHICLE_ID.match(vehicle_id) is None or vehicle_id[-1] == "\n":
+    if not is_vehicle_id(vehicle_id):
         return Refused(R.INVALID_VEHICLE_ID, f"vehicle_id {vehicle_id[:80]!r} does not match {VEHICLE_ID_PATTERN}")
     if not 0 < len(msg.event_id) <= MAX_EVENT_ID_CHARS:
         return Refused(R.INVALID_EVENT_ID, f"event_id must be 1..{MAX_EVENT_ID_CHARS} characters", vehicle_id)
@@ -121,7 +137,7 @@ def _snapshot(value: bytes) -> Verdict:
         return Refused(R.UNSUPPORTED_SCHEMA_VERSION, f"schema_version {msg.schema_version}", vehicle_id)
     event_ms = msg.ts if isinstance(msg.ts, int) else _rfc3339_ms(msg.ts)
     if event_ms is None:
-        return Refused(R.INVALID_TS, f"ts {msg.ts[:80]!r} is not RFC 3339 with an offset or Z", vehicle_id)
+        return Refused(R.INVALID_TS, f"ts {str(msg.ts)[:80]!r} is not RFC 3339 with an offset or Z", vehicle_id)
     if not MIN_EVENT_MS <= event_ms < MAX_EVENT_MS:
         return Refused(R.INVALID_TS, f"ts {event_ms} ms is outside 2000..2100", vehicle_id)
     return Accepted(vehicle_id, event_ms, "snapshot")
@@ -165,10 +181,13 @@ def _signal(value: bytes) -> Verdict:
         return Refused(R.NOT_JSON, str(exc))
     missing = [n for n in ("did", "timestamp", "name") if getattr(msg, n) is None]
     if len(missing) == 3:  # '"did"' was a value, not a key
-        return Refused(R.UNKNOWN_SHAPE, "neither a snapshot (event_id, vehicle_id, ts) nor a signal (did, timestamp, name)")
+        return Refused(
+            R.UNKNOWN_SHAPE, "neither a snapshot (event_id, vehicle_id, ts) nor a signal (did, timestamp, name)"
+        )
     if missing:
         return Refused(R.MISSING_FIELD, "missing required field(s): " + ", ".join(missing), msg.did, msg.timestamp)
-    if _VEHICLE_ID.match(msg.did) is None or msg.did[-1] == "\n":
+    assert msg.did is not None and msg.timestamp is not None and msg.name is not None  # none is missing
+    if not is_vehicle_id(msg.did):
         return Refused(R.INVALID_VEHICLE_ID, f"did {msg.did[:80]!r} does not match {VEHICLE_ID_PATTERN}")
     if msg.name not in SIGNAL_COLUMNS:
         return Refused(R.UNKNOWN_SIGNAL, f"unknown signal name {msg.name[:80]!r}", msg.did, msg.timestamp)

@@ -8,6 +8,7 @@ naming each one, and the job publishes nothing; ``warn`` rules are logged
 and kept in the results; ``drop`` rules record how many rows each sent to
 quarantine.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -15,8 +16,10 @@ import logging
 
 import pyarrow as pa
 
-from lake.errors import QualityGateFailed
+from lake_core.errors import QualityGateFailed
 from lake_schemas.rules import QUARANTINE_RATE_MAX
+from quality.results import Batch
+from quality.worker import run_suites
 
 __all__ = ["SilverGate", "GoldGate", "BronzeGate", "enforce"]
 
@@ -34,16 +37,16 @@ def enforce(result, what: str, consequence: str = PUBLISHING):
     for warning in result.warnings:
         LOG.warning("%s: quality warning %s (%s)", what, warning.rule, warning.detail)
     if not result.success:
-        raise QualityGateFailed(f"{what} failed its quality gate ({consequence}): {result.describe_failures()} "
-                                f"(results: {where})")
+        raise QualityGateFailed(
+            f"{what} failed its quality gate ({consequence}): {result.describe_failures()} (results: {where})"
+        )
     return result
 
 
 def _batch_reasons(quarantine: pa.Table, bronze_rows: int) -> pa.Table:
     """Every Bronze row of the batch with its quarantine reason (null when not quarantined)."""
     others = max(0, bronze_rows - quarantine.num_rows)
-    reasons = pa.concat_arrays([quarantine["reason"].combine_chunks().cast(pa.string()),
-                                pa.nulls(others, pa.string())])
+    reasons = pa.concat_arrays([quarantine["reason"].combine_chunks().cast(pa.string()), pa.nulls(others, pa.string())])
     return pa.table({"reason": reasons})
 
 
@@ -56,14 +59,15 @@ class SilverGate:
         self.publishing = publishing
 
     def __call__(self, silver: pa.Table, quarantine: pa.Table, stats: dict, bronze_hour: str):
-        from .results import Batch
-        from .worker import run_suites
-
         bronze_rows = int(stats.get("bronze_rows", silver.num_rows + quarantine.num_rows))
         result = run_suites(
-            self.lake_root, "silver", bronze_hour,
-            [Batch("silver_telemetry", "rows", silver),
-             Batch("silver_telemetry", "batch", _batch_reasons(quarantine, bronze_rows))],
+            self.lake_root,
+            "silver",
+            bronze_hour,
+            [
+                Batch("silver_telemetry", "rows", silver),
+                Batch("silver_telemetry", "batch", _batch_reasons(quarantine, bronze_rows)),
+            ],
             overrides={"silver_quarantine_rate": self.max_quarantine_rate},
         )
         return enforce(result, f"silver batch {bronze_hour}", PUBLISHING if self.publishing else DRY_RUN)
@@ -77,13 +81,15 @@ class GoldGate:
         self.publishing = publishing
 
     def __call__(self, hourly: pa.Table, zone: pa.Table, state: pa.Table, silver_rows: int, day: _dt.date):
-        from .results import Batch
-        from .worker import run_suites
-
         result = run_suites(
-            self.lake_root, "gold", day.isoformat(),
-            [Batch("gold_vehicle_hourly", "rows", hourly), Batch("gold_zone_hourly", "rows", zone),
-             Batch("gold_vehicle_state", "rows", state)],
+            self.lake_root,
+            "gold",
+            day.isoformat(),
+            [
+                Batch("gold_vehicle_hourly", "rows", hourly),
+                Batch("gold_zone_hourly", "rows", zone),
+                Batch("gold_vehicle_state", "rows", state),
+            ],
             parameters={"silver_rows": int(silver_rows)},
         )
         return enforce(result, f"gold day {day.isoformat()}", PUBLISHING if self.publishing else STORED)
@@ -96,8 +102,8 @@ class BronzeGate:
         self.lake_root = lake_root
 
     def __call__(self, rows: pa.Table, hour: str):
-        from .results import Batch
-        from .worker import run_suites
-
+        """``rows``: Bronze rows, with ``bronze_generation`` (from their files' names; absent: all generation 0)."""
+        if "bronze_generation" not in rows.column_names:
+            rows = rows.append_column("bronze_generation", pa.array([0] * rows.num_rows, pa.int32()))
         result = run_suites(self.lake_root, "bronze", hour, [Batch("bronze_telemetry", "rows", rows)])
         return enforce(result, f"bronze hour {hour}", STORED)

@@ -11,6 +11,7 @@ Expectations runs in memory and no Data Docs are built).
 Gates of several jobs may run at once: on a local lake they take turns on a
 file lock, since Great Expectations rewrites its JSON configuration files.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -23,11 +24,17 @@ from typing import Optional
 
 import pyarrow as pa
 
+from lake_core.storage import filesystem, fs_path, is_local
 from lake_schemas import LakePaths
-from lake_schemas.storage import filesystem, fs_path, is_local
+from lake_schemas.rules import DERIVED_COLUMNS
+from quality.results import Batch, GateResult, RuleResult
+from quality.suites import build_suite, gx, rules_of
 
-from .results import Batch, GateResult, RuleResult
-from .suites import build_suite, gx, rules_of
+# Great Expectations fingerprints every dataframe under 1 GB it validates (an MD5 over pandas'
+# hash of every cell, kept only as a "batch marker" in the result): measured, a third of the
+# Silver gate's validation time at 1M rows, and linear in them. A gate's results are named by
+# their layer and hour or day (``_write_summary``), so the fingerprint is switched off.
+gx.execution_engine.pandas_execution_engine.HASH_THRESHOLD = 0
 
 __all__ = ["RuleResult", "GateResult", "Batch", "run_suites", "docs_index"]
 
@@ -60,10 +67,15 @@ def _publish_remote_docs(context, lake_root: str, validated: list) -> str:
     target = fs_path(lake_root, f"{_quality_dir(lake_root)}/data_docs")
     with tempfile.TemporaryDirectory(prefix="lake-data-docs-") as site:
         if "lake_remote" not in (context.get_config().data_docs_sites or {}):
-            context.add_data_docs_site("lake_remote", {
-                "class_name": "SiteBuilder", "show_how_to_buttons": False,
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": site},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"}})
+            context.add_data_docs_site(
+                "lake_remote",
+                {
+                    "class_name": "SiteBuilder",
+                    "show_how_to_buttons": False,
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": site},
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
         context.build_data_docs(site_names=["lake_remote"], resource_identifiers=validated)
         for directory, _, names in os.walk(site):
             for name in names:
@@ -109,12 +121,18 @@ def _checkpoint(context, name: str, suite):
     asset = next((a for a in source.assets if a.name == name), None) or source.add_dataframe_asset(name)
     batch = asset.batch_definitions[0] if asset.batch_definitions else asset.add_batch_definition_whole_dataframe(name)
     suite = context.suites.add_or_update(suite)
-    definition = context.validation_definitions.add_or_update(gx.ValidationDefinition(name=name, data=batch,
-                                                                                       suite=suite))
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
+    )
     # No UpdateDataDocsAction: the docs are built once per gate, after all its suites ran.
-    return context.checkpoints.add_or_update(gx.Checkpoint(
-        name=name, validation_definitions=[definition], actions=[],
-        result_format={"result_format": "BASIC", "partial_unexpected_count": 5}))
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[definition],
+            actions=[],
+            result_format={"result_format": "BASIC", "partial_unexpected_count": 5},
+        )
+    )
 
 
 def _detail(result: dict) -> str:
@@ -142,8 +160,16 @@ def _results(checkpoint_result) -> list:
                 detail = f"could not be evaluated: {r.exception_info.get('exception_message')}"
             else:
                 detail = _detail(r.result or {})
-            out.append(RuleResult(meta.get("rule", config.type), meta.get("action", "fail"), bool(r.success),
-                                  config.type, config.kwargs.get("column"), detail))
+            out.append(
+                RuleResult(
+                    meta.get("rule", config.type),
+                    meta.get("action", "fail"),
+                    bool(r.success),
+                    config.type,
+                    config.kwargs.get("column"),
+                    detail,
+                )
+            )
     return out
 
 
@@ -153,15 +179,22 @@ def _write_summary(lake_root: str, result: GateResult) -> str:
     directory = f"{fs_path(lake_root, _quality_dir(lake_root))}/results/{result.layer}/{result.key}"
     fs.create_dir(directory, recursive=True)
     path = f"{directory}/{now}.json"
-    body = {"layer": result.layer, "key": result.key, "success": result.success, "validated_at": now,
-            "failed": [r.rule for r in result.failed], "warnings": [r.rule for r in result.warnings],
-            "rules": [asdict(r) for r in result.rules], "data_docs": result.docs}
+    body = {
+        "layer": result.layer,
+        "key": result.key,
+        "success": result.success,
+        "validated_at": now,
+        "failed": [r.rule for r in result.failed],
+        "warnings": [r.rule for r in result.warnings],
+        "rules": [asdict(r) for r in result.rules],
+        "data_docs": result.docs,
+    }
     with fs.open_output_stream(path) as out:
         out.write(json.dumps(body, indent=1, default=str).encode())
     return path
 
 
-def _frame(data: pa.Table, rules: list, schema_only: bool):
+def _frame(batch: Batch, rules: list, schema_only: bool):
     """What Great Expectations gets: no rows for schema rules, else only the columns the rules read.
 
     (Great Expectations filters the whole dataframe for each expectation and
@@ -169,13 +202,21 @@ def _frame(data: pa.Table, rules: list, schema_only: bool):
     per million rows for columns no rule reads.)
     """
     if schema_only:
-        return data.slice(0, 0).to_pandas()
+        schema = batch.full_schema
+        stored = [c for c in schema.names if c not in DERIVED_COLUMNS]
+        return pa.schema([schema.field(c) for c in stored]).empty_table().to_pandas()
     used = {c for r in rules for c in r.columns}
-    return data.select([c for c in data.column_names if c in used]).to_pandas()
+    return batch.data.select([c for c in batch.data.column_names if c in used]).to_pandas()
 
 
-def run_suites(lake_root: str, layer: str, key: str, batches: list, parameters: Optional[dict] = None,
-               overrides: Optional[dict] = None) -> GateResult:
+def run_suites(
+    lake_root: str,
+    layer: str,
+    key: str,
+    batches: list,
+    parameters: Optional[dict] = None,
+    overrides: Optional[dict] = None,
+) -> GateResult:
     """Validate each ``Batch`` against its rules; keep the results; return what was found."""
     local = is_local(lake_root)
     result = GateResult(layer, key)
@@ -189,8 +230,10 @@ def run_suites(lake_root: str, layer: str, key: str, batches: list, parameters: 
                     continue
                 suite_name = f"{name}_schema" if schema_rules else name
                 checkpoint = _checkpoint(context, suite_name, build_suite(suite_name, rules, overrides))
-                outcome = checkpoint.run(batch_parameters={"dataframe": _frame(batch.data, rules, schema_rules)},
-                                         expectation_parameters=parameters or {})
+                outcome = checkpoint.run(
+                    batch_parameters={"dataframe": _frame(batch, rules, schema_rules)},
+                    expectation_parameters=parameters or {},
+                )
                 result.rules.extend(_results(outcome))
                 validated.extend(outcome.run_results)
         if local:  # only this gate's pages, and the index

@@ -9,6 +9,7 @@ run succeeded, screenshots the run page (kept in the test's tmp dir and in
 The stack's DAGs start paused (only the triggered one is unpaused), so no
 catch-up competes with the run under test for the machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,12 @@ import pytest
 
 pytest.importorskip("airflow", reason="Airflow is not installed (pip install -e '.[airflow]')")
 
-from lake import airflow_local  # noqa: E402
-from lake.airflow_env import DAG_IDS, DAGS_FOLDER  # noqa: E402
-from lake.broker import free_port  # noqa: E402
 from lake.cli import main  # noqa: E402
+from lake.local.airflow import run_files  # noqa: E402
+from lake.local.airflow import stack as airflow_local  # noqa: E402
+from lake.local.airflow.env import DAG_IDS, DAGS_FOLDER  # noqa: E402
+from lake_core import processes  # noqa: E402
+from lake_core.processes import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,6 +44,7 @@ UI_TIMEOUT_S = 90
 
 
 # --- helpers ----------------------------------------------------------------------------------------
+
 
 def _log_tails(home: str, lines: int = 25) -> str:
     parts = []
@@ -60,9 +64,9 @@ def _isolate(mp) -> None:
         mp.delenv(name, raising=False)
 
 
-def _alive(processes) -> list:
-    """Those of ``processes`` ({pid: start time}) still alive, identified by pid and start time."""
-    return [pid for pid, start in processes.items() if airflow_local._same_process(pid, start)]
+def _alive(started: dict) -> list:
+    """Those of ``started`` ({pid: start time}) still alive, identified by pid and start time."""
+    return [pid for pid, start in started.items() if processes.same_process(pid, start)]
 
 
 class Stack:
@@ -73,12 +77,15 @@ class Stack:
 
     def api(self, path: str, body=None, method=None):
         if self._token is None:
-            self._token = _post_json(f"{self.info.url}/auth/token",
-                                     {"username": self.info.user, "password": self.info.password})["access_token"]
-        request = urllib.request.Request(f"{self.info.url}{path}", method=method,
-                                         data=None if body is None else json.dumps(body).encode(),
-                                         headers={"Authorization": f"Bearer {self._token}",
-                                                  "Content-Type": "application/json"})
+            self._token = _post_json(
+                f"{self.info.url}/auth/token", {"username": self.info.user, "password": self.info.password}
+            )["access_token"]
+        request = urllib.request.Request(
+            f"{self.info.url}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
 
@@ -91,7 +98,7 @@ def _post_json(url: str, body: dict) -> dict:
 
 def _small_lake(root: str) -> None:
     """One complete Bronze hour: something for the maintenance run to look at."""
-    from bronze_builder import SECOND, T0, BronzeBuilder
+    from support.bronze_builder import SECOND, T0, BronzeBuilder
 
     bronze = BronzeBuilder(root)
     for i in range(5):
@@ -100,6 +107,7 @@ def _small_lake(root: str) -> None:
 
 
 # --- fixtures ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
@@ -129,8 +137,14 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-dev-shm-usage", "--window-size=1400,900"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,900",
+    ):
         options.add_argument(flag)
     # Both paths given: Selenium Manager has nothing to look up or download.
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -146,8 +160,11 @@ def _wait(driver, condition, stack, what: str, timeout: float = UI_TIMEOUT_S):
     try:
         return WebDriverWait(driver, timeout).until(condition)
     except TimeoutException:
-        _fail(stack, f"UI: {what} not seen within {timeout} s at {driver.current_url}; page text:\n"
-                     f"{driver.find_element('tag name', 'body').text[:1500]}")
+        _fail(
+            stack,
+            f"UI: {what} not seen within {timeout} s at {driver.current_url}; page text:\n"
+            f"{driver.find_element('tag name', 'body').text[:1500]}",
+        )
 
 
 def _body_text(driver) -> str:
@@ -156,15 +173,19 @@ def _body_text(driver) -> str:
 
 # --- the UI -----------------------------------------------------------------------------------------
 
+
+@pytest.mark.airflow
 def test_up_prints_url_and_login(stack):
     assert stack.info.url.startswith("http://127.0.0.1:")
     assert stack.info.user == "admin" and len(stack.info.password) >= 16
-    stored = json.loads(airflow_local.passwords_file(stack.info.home).read_text())
+    stored = json.loads(run_files.passwords_file(stack.info.home).read_text())
     assert stored == {"admin": stack.info.password}
     assert stack.info.database.startswith(("sqlite:///", "postgresql"))
     assert airflow_local.is_healthy(airflow_local.health(stack.info.url))
 
 
+@pytest.mark.airflow
+@pytest.mark.browser
 def test_ui_login_lists_the_dags_without_import_errors(stack, browser):
     from selenium.webdriver.common.by import By
 
@@ -188,27 +209,48 @@ def test_ui_login_lists_the_dags_without_import_errors(stack, browser):
     _wait(browser, lambda d: "/auth/login" not in d.current_url, stack, "the redirect after login")
 
     for dag_id in DAG_IDS:
-        _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"a[href$='/dags/{dag_id}']"), stack,
-              f"the link to DAG {dag_id}")
+        _wait(
+            browser,
+            lambda d, dag_id=dag_id: d.find_elements(By.CSS_SELECTOR, f"a[href$='/dags/{dag_id}']"),
+            stack,
+            f"the link to DAG {dag_id}",
+        )
 
     # The home page's stats row shows a "Dag Import Error" card only when there are any.
     browser.get(f"{stack.info.url}/")
-    _wait(browser, lambda d: "Failed Dags" in _body_text(d) and "Dag Processor" in _body_text(d), stack,
-          "the home page's stats and health")
+    _wait(
+        browser,
+        lambda d: "Failed Dags" in _body_text(d) and "Dag Processor" in _body_text(d),
+        stack,
+        "the home page's stats and health",
+    )
     assert "Import Error" not in _body_text(browser)
 
 
+@pytest.mark.airflow
+@pytest.mark.browser
 def test_triggered_run_turns_green(stack, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     assert stack.api(f"/api/v2/dags/{TRIGGERED_DAG}", {"is_paused": False}, method="PATCH")["is_paused"] is False
     browser.get(f"{stack.info.url}/dags/{TRIGGERED_DAG}")
-    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"), stack,
-          "the Trigger button")[0].click()
+    _wait(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"),
+        stack,
+        "the Trigger button",
+    )[0].click()
     dialog = _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "[role=dialog]"), stack, "the trigger dialog")
-    confirm = _wait(browser, lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "[role=dialog] button")
-                                        if b.text.strip() == "Trigger" and b.is_enabled()],
-                    stack, "the dialog's Trigger button")
+    confirm = _wait(
+        browser,
+        lambda d: [
+            b
+            for b in d.find_elements(By.CSS_SELECTOR, "[role=dialog] button")
+            if b.text.strip() == "Trigger" and b.is_enabled()
+        ],
+        stack,
+        "the dialog's Trigger button",
+    )
     assert dialog
     confirm[0].click()
     # The UI opens the new run's page: its id is in the URL.
@@ -240,25 +282,28 @@ def test_triggered_run_turns_green(stack, browser, tmp_path):
     shutil.copyfile(shot, kept)
 
 
+@pytest.mark.airflow
 def test_up_restarts_a_component_that_died(stack, capsys):
     import signal
 
-    triggerer = airflow_local._running(stack.info.home)["triggerer"]
+    triggerer = run_files.running_components(stack.info.home)["triggerer"]
     os.killpg(triggerer, signal.SIGKILL)  # and its log server: the whole group, as a crash or OOM kill would
     deadline = time.monotonic() + 10
-    while "triggerer" in airflow_local._running(stack.info.home) and time.monotonic() < deadline:
+    while "triggerer" in run_files.running_components(stack.info.home) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert main(["airflow", "up", "--lake-root", stack.root]) == 0
     out, err = capsys.readouterr()
     assert "started triggerer;" in err and "migrating" not in err and "api-server;" not in err, err
     assert f"Airflow UI: {stack.info.url}" in out
-    running = airflow_local._running(stack.info.home)
+    running = run_files.running_components(stack.info.home)
     assert running["triggerer"] != triggerer
-    assert {c: running[c] for c in running if c != "triggerer"} == \
-        {c: pid for c, pid in stack.info.pids.items() if c != "triggerer"}
+    assert {c: running[c] for c in running if c != "triggerer"} == {
+        c: pid for c, pid in stack.info.pids.items() if c != "triggerer"
+    }
     assert airflow_local.is_healthy(airflow_local.health(stack.info.url))
 
 
+@pytest.mark.airflow
 def test_up_again_says_already_running(stack, capsys):
     assert main(["airflow", "up", "--lake-root", stack.root]) == 0
     out, err = capsys.readouterr()
@@ -268,11 +313,13 @@ def test_up_again_says_already_running(stack, capsys):
     assert f"running at {stack.info.url}" in capsys.readouterr().out
 
 
+@pytest.mark.airflow
 def test_down_leaves_no_process_behind(stack, capsys):
-    leaders = airflow_local._running(stack.info.home)
+    leaders = run_files.running_components(stack.info.home)
     assert sorted(leaders) == sorted(airflow_local.COMPONENTS)
-    everything = {pid: proc.start for leader in leaders.values()
-                  for pid, proc in airflow_local._tree(leader).items()}
+    everything = {
+        pid: proc.start for leader in leaders.values() for pid, proc in processes.process_tree(leader).items()
+    }
     assert len(everything) > len(leaders)  # the workers and log servers the components forked
     began = time.monotonic()
     assert main(["airflow", "down", "--lake-root", stack.root]) == 0
@@ -285,6 +332,7 @@ def test_down_leaves_no_process_behind(stack, capsys):
 
 
 # --- cheap edge cases (no stack) ----------------------------------------------------------------------
+
 
 def test_status_when_not_running(tmp_path, capsys):
     assert main(["airflow", "status", "--lake-root", str(tmp_path)]) == 1
@@ -328,6 +376,7 @@ def test_bad_port_and_timeout_are_flag_errors(tmp_path, capsys):
     assert "--timeout" in capsys.readouterr().err
 
 
+@pytest.mark.airflow
 def test_component_dying_at_start_is_reported_and_cleaned_up(tmp_path, monkeypatch, capsys):
     # A certificate without its key: the api-server refuses to start as soon as it reads its flags.
     monkeypatch.setenv("AIRFLOW__API__SSL_CERT", str(tmp_path / "no-such-cert.pem"))
@@ -338,7 +387,7 @@ def test_component_dying_at_start_is_reported_and_cleaned_up(tmp_path, monkeypat
 
     def spawn(*args):
         pid = real_spawn(*args)
-        proc = airflow_local._proc_stat(pid)
+        proc = processes.proc_stat(pid)
         spawned[pid] = proc.start if proc else None
         return pid
 
@@ -360,7 +409,7 @@ def test_stale_pid_files_are_ignored_and_strangers_left_alone(tmp_path, capsys):
     # A live process in its own group that is not Airflow: a pid the kernel reused.
     stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        start = airflow_local._proc_stat(stranger.pid).start
+        start = processes.proc_stat(stranger.pid).start
         (airflow_local.run_dir(home) / "scheduler.pid").write_text(f"{gone.pid}\n")
         (airflow_local.run_dir(home) / "api-server.pid").write_text(f"{stranger.pid}\n")  # not Airflow
         (airflow_local.run_dir(home) / "dag-processor.pid").write_text(f"{stranger.pid} {start + 1}\n")  # reused
@@ -376,6 +425,7 @@ def test_stale_pid_files_are_ignored_and_strangers_left_alone(tmp_path, capsys):
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def postgres_url():
@@ -396,6 +446,7 @@ def postgres_url():
     admin.close()
 
 
+@pytest.mark.airflow
 def test_up_on_postgresql(postgres_url, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", postgres_url)
     _isolate(monkeypatch)
@@ -412,4 +463,4 @@ def test_up_on_postgresql(postgres_url, tmp_path, monkeypatch, capsys):
         assert airflow_local.is_healthy(airflow_local.health(f"http://127.0.0.1:{port}"))
     finally:
         assert main(["airflow", "down", "--lake-root", root]) == 0
-    assert not airflow_local._running(airflow_local.airflow_home(root))
+    assert not run_files.running_components(airflow_local.airflow_home(root))

@@ -1,4 +1,5 @@
 """``ArrowTableCoder``: tables survive a real shuffle on the local runner, and are sized without encoding."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,13 +13,15 @@ from beam_pipelines.batch import pipeline_options
 
 
 def table(n: int) -> pa.Table:
-    return pa.table({
-        "vehicle_id": [f"V{i % 3}" for i in range(n)],
-        "event_ts": pa.array([1772352000000 + i for i in range(n)], pa.timestamp("ms", tz="UTC")),
-        "event_date": pa.array([dt.date(2026, 3, 1)] * n, pa.date32()),
-        "soc_pct": [None if i % 4 == 0 else float(i) for i in range(n)],
-        "error_codes": [["E1"] if i % 5 == 0 else [] for i in range(n)],
-    })
+    return pa.table(
+        {
+            "vehicle_id": [f"V{i % 3}" for i in range(n)],
+            "event_ts": pa.array([1772352000000 + i for i in range(n)], pa.timestamp("ms", tz="UTC")),
+            "event_date": pa.array([dt.date(2026, 3, 1)] * n, pa.date32()),
+            "soc_pct": [None if i % 4 == 0 else float(i) for i in range(n)],
+            "error_codes": [["E1"] if i % 5 == 0 else [] for i in range(n)],
+        }
+    )
 
 
 def test_round_trip_keeps_schema_and_rows():
@@ -36,9 +39,11 @@ def test_size_comes_from_the_buffers():
 
 def test_tables_cross_a_shuffle_on_the_local_runner():
     with beam.Pipeline(options=pipeline_options("FnApiRunner", True, [])) as p:
-        sums = (p
-                | beam.Create([3, 50, 1000])
-                | "Table" >> beam.Map(table).with_output_types(pa.Table)
-                | beam.Reshuffle()  # a fusion break: every table is encoded and decoded here
-                | beam.Map(lambda t: (t.num_rows, t.schema.names, t["error_codes"].to_pylist()[:1])))
+        sums = (
+            p
+            | beam.Create([3, 50, 1000])
+            | "Table" >> beam.Map(table).with_output_types(pa.Table)
+            | beam.Reshuffle()  # a fusion break: every table is encoded and decoded here
+            | beam.Map(lambda t: (t.num_rows, t.schema.names, t["error_codes"].to_pylist()[:1]))
+        )
         assert_that(sums, equal_to([(n, table(1).schema.names, [["E1"]]) for n in (3, 50, 1000)]))

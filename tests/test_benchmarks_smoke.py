@@ -5,6 +5,7 @@ checkout). The agreement checks are then shown to bite: a baseline output
 with one value changed or one row missing makes them report a difference
 and the benchmark exit non-zero.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ RESULT_LINE = r"{}: [\d,]+ events/s, duckdb [\d,]+ events/s, ratio \d+\.\d\d"
 
 
 def bench(module: str, *args: str) -> list[str]:
-    done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
     return [line for line in done.stdout.splitlines() if line.strip()]
 
@@ -44,6 +46,7 @@ def _rewrite(path: Path, change) -> None:
     pq.write_table(change(pq.read_table(path)), path)
 
 
+@pytest.mark.slow
 def test_silver_benchmark(tmp_path, benchmarks_path):
     lines = bench("silver", "--events", "5000", "--gate", "off", "--work-dir", str(tmp_path))
     assert re.fullmatch(RESULT_LINE.format("silver"), lines[-1]), lines[-1]
@@ -56,8 +59,9 @@ def test_silver_benchmark(tmp_path, benchmarks_path):
     lake, duck = str(tmp_path / "lake-nogate-0"), tmp_path / "duckdb"
     assert check_agreement(lake, str(duck)) == []
     silver_file = _parquet_files(duck / "silver")[0]
-    _rewrite(silver_file, lambda t: t.set_column(t.schema.get_field_index("soc_pct"), "soc_pct",
-                                                 pc.add(t["soc_pct"], 0.5)))
+    _rewrite(
+        silver_file, lambda t: t.set_column(t.schema.get_field_index("soc_pct"), "soc_pct", pc.add(t["soc_pct"], 0.5))
+    )
     found = check_agreement(lake, str(duck))
     assert any(f.startswith("silver_telemetry.soc_pct: ") for f in found), found
     with pytest.raises(SystemExit, match="silver: the job's output and the DuckDB baseline's disagree"):
@@ -68,6 +72,7 @@ def test_silver_benchmark(tmp_path, benchmarks_path):
     assert any("silver_quarantine: " in f and "rows from the job" in f for f in found), found
 
 
+@pytest.mark.slow
 def test_gold_benchmark(tmp_path, benchmarks_path):
     lines = bench("gold", "--events", "5000", "--gate", "off", "--work-dir", str(tmp_path))
     assert re.fullmatch(RESULT_LINE.format("gold"), lines[-1]), lines[-1]
@@ -78,23 +83,45 @@ def test_gold_benchmark(tmp_path, benchmarks_path):
     lake, duck = str(tmp_path / "lake-nogate-0"), tmp_path / "duckdb"
     assert check_agreement(lake, str(duck)) == []
     hourly = _parquet_files(duck / "vehicle_hourly")[0]
-    distance = lambda t: pa.array([v + 1e-6 if i == 0 else v for i, v in enumerate(t["distance_km"].to_pylist())])
+
+    def distance(t):
+        return pa.array([v + 1e-6 if i == 0 else v for i, v in enumerate(t["distance_km"].to_pylist())])
+
     _rewrite(hourly, lambda t: t.set_column(t.schema.get_field_index("distance_km"), "distance_km", distance(t)))
     found = check_agreement(lake, str(duck))
     assert len(found) == 1 and found[0].startswith("gold_vehicle_hourly.distance_km: 1 rows differ"), found
 
 
+@pytest.mark.slow
 def test_merge_growth_benchmark():
-    lines = bench("merge_growth", "--sizes", "20000,60000", "--days", "10", "--batch-events", "2000",
-                  "--rows-per-commit", "20000", "--skip-unpruned")
-    assert re.fullmatch(r"merge: table x3\.0 \(20,\d{3} -> 60,\d{3} rows\), touched partitions x[\d.]+: "
-                        r"commit time x[\d.]+ .*, peak memory x[\d.]+ .*", lines[-1]), lines[-1]
+    lines = bench(
+        "merge_growth",
+        "--sizes",
+        "20000,60000",
+        "--days",
+        "10",
+        "--batch-events",
+        "2000",
+        "--rows-per-commit",
+        "20000",
+        "--skip-unpruned",
+    )
+    assert re.fullmatch(
+        r"merge: table x3\.0 \(20,\d{3} -> 60,\d{3} rows\), touched partitions x[\d.]+: "
+        r"commit time x[\d.]+ .*, peak memory x[\d.]+ .*",
+        lines[-1],
+    ), lines[-1]
     commits = [line for line in lines if line.strip().startswith("commit ")]
     assert len(commits) == 2 and all("already there" in line for line in commits), lines
 
 
 def test_merge_growth_refuses_bad_sizes():
-    done = subprocess.run([sys.executable, "-m", "benchmarks.merge_growth", "--sizes", "5000000,1000000"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.merge_growth", "--sizes", "5000000,1000000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert done.returncode == 2 and "--sizes must be positive and ascending" in done.stderr

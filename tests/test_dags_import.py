@@ -6,6 +6,7 @@ no lake root and a database that was never migrated: parsing a DAG file must
 need neither. Then ``airflow dags list --local`` and ``list-import-errors
 --local`` once, as an operator would.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from airflow_homes import fresh_airflow_home
-from lake.airflow_env import DAG_IDS, DAGS_FOLDER, airflow_env, airflow_executable
+from lake.local.airflow.env import DAG_IDS, DAGS_FOLDER, airflow_env, airflow_executable
+from support.airflow_homes import fresh_airflow_home
 
-DESCRIBE = r'''
+DESCRIBE = r"""
 import json, os, sys
 import pendulum
 from airflow.dag_processing.dagbag import DagBag
@@ -52,7 +53,7 @@ for dag in bag.dags.values():
         } for t in dag.tasks},
     }
 print("DESCRIPTION" + json.dumps(out))
-'''
+"""
 WHEN = "2026-03-01T09:00:00+00:00"
 START = "2026-02-27"  # LAKE_DAGS_START_DATE (the default is 2026-03-01)
 
@@ -78,7 +79,8 @@ def test_hourly_graph(described):
         "wait_for_bronze_hour": [],
         "validate_bronze": ["wait_for_bronze_hour"],
         "publish_silver": ["validate_bronze"],
-        "record_silver_hour": ["publish_silver"],
+        "check_ledger": ["publish_silver"],
+        "record_silver_hour": ["check_ledger", "publish_silver"],
         "late_gold_days": ["publish_silver", "record_silver_hour"],
         "recompute_gold": ["late_gold_days"],
     }
@@ -94,7 +96,12 @@ def test_hourly_graph(described):
 def test_daily_graph(described):
     dag = described["dags"]["telemetry_silver_to_gold"]
     assert {k: v["upstream"] for k, v in dag["tasks"].items()} == {
-        "wait_for_silver_day": [], "publish_gold": ["wait_for_silver_day"], "record_gold_day": ["publish_gold"]}
+        "wait_for_silver_day": [],
+        "publish_gold": ["wait_for_silver_day"],
+        "check_ledger": ["publish_gold"],
+        "record_gold_day": ["check_ledger", "publish_gold"],
+        "copy_alerts": ["publish_gold"],
+    }
     assert dag["tasks"]["wait_for_silver_day"]["sensor_mode"] == "reschedule"
     assert dag["params"] == ["date", "partial_day", "reason"]
 
@@ -105,11 +112,14 @@ def test_maintenance_graph(described):
     assert dag["catchup"] is False  # only the latest maintenance matters
 
 
-@pytest.mark.parametrize("dag_id, interval, catchup, first_start", [
-    ("telemetry_bronze_to_silver", timedelta(hours=1), True, datetime(2026, 2, 27, tzinfo=timezone.utc)),
-    ("telemetry_silver_to_gold", timedelta(days=1), True, datetime(2026, 2, 27, tzinfo=timezone.utc)),
-    ("telemetry_maintenance", timedelta(days=1), False, datetime(2026, 2, 27, 3, 30, tzinfo=timezone.utc)),
-])
+@pytest.mark.parametrize(
+    "dag_id, interval, catchup, first_start",
+    [
+        ("telemetry_bronze_to_silver", timedelta(hours=1), True, datetime(2026, 2, 27, tzinfo=timezone.utc)),
+        ("telemetry_silver_to_gold", timedelta(days=1), True, datetime(2026, 2, 27, tzinfo=timezone.utc)),
+        ("telemetry_maintenance", timedelta(days=1), False, datetime(2026, 2, 27, 3, 30, tzinfo=timezone.utc)),
+    ],
+)
 def test_schedules_have_real_data_intervals(described, dag_id, interval, catchup, first_start):
     dag = described["dags"][dag_id]
     assert dag["timetable"] == "CronDataIntervalTimetable"
@@ -121,8 +131,10 @@ def test_schedules_have_real_data_intervals(described, dag_id, interval, catchup
     manual_start, manual_end = (datetime.fromisoformat(t) for t in dag["manual"])
     assert manual_end - manual_start == interval
     if dag_id == "telemetry_bronze_to_silver":
-        assert (manual_start, manual_end) == (datetime(2026, 3, 1, 8, tzinfo=timezone.utc),
-                                              datetime(2026, 3, 1, 9, tzinfo=timezone.utc))
+        assert (manual_start, manual_end) == (
+            datetime(2026, 3, 1, 8, tzinfo=timezone.utc),
+            datetime(2026, 3, 1, 9, tzinfo=timezone.utc),
+        )
     assert start == first_start  # from LAKE_DAGS_START_DATE
 
 
@@ -137,20 +149,31 @@ def test_owners_retries_timeouts_tags_docs(described, dag_id):
         assert task["timeout"] is not None or task["sensor_mode"] == "reschedule", task_id
         rules = task["retry_policy"]["rules"]
         assert rules[0]["action"] == "fail" and set(rules[0]["exception"]) == {
-            "lake.errors.QualityGateFailed", "lake.errors.LakeDataError", "lake.errors.ConfigError"}
+            "lake_core.errors.QualityGateFailed",
+            "lake_core.errors.LakeDataError",
+            "lake_core.errors.ConfigError",
+            "lake_core.errors.LedgerImbalance",
+        }
 
 
+@pytest.mark.airflow
 def test_airflow_cli_lists_the_dags_and_no_import_errors(tmp_path_factory):
     home = fresh_airflow_home(tmp_path_factory)
     env = airflow_env(os.path.join(home, "lake"), home=home)
 
     def cli(*args):
-        out = subprocess.run([airflow_executable(), *args, "--local", "--output", "json"], env=env,
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [airflow_executable(), *args, "--local", "--output", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         # Airflow prints its warnings to stdout too: the JSON is the line that is a JSON array.
-        return json.loads(next(line for line in reversed(out.stdout.splitlines())
-                               if line.startswith("[{") or line.strip() == "[]"))
+        return json.loads(
+            next(line for line in reversed(out.stdout.splitlines()) if line.startswith("[{") or line.strip() == "[]")
+        )
 
     listed = {d["dag_id"]: d for d in cli("dags", "list")}
     assert sorted(listed) == sorted(DAG_IDS)

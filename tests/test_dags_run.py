@@ -9,26 +9,32 @@ its day, a late hour, the day again, maintenance) shares one Airflow
 database; runs that do not depend on it (an empty hour, a failing gate, a
 backfill) use databases of their own and run beside it, two at a time.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-import dag_lake
-from airflow_homes import fresh_airflow_home
-from lake.airflow_env import airflow_env, airflow_executable
-from lake.airflow_runs import dags_test
+from lake.local.airflow.env import airflow_env, airflow_executable
+from lake.local.airflow.runs import dags_test
 from lake.orchestration.run_log import read_record
+from lake_core.storage import delta_dataset
 from lake_schemas import LakePaths
-from lake_schemas.storage import delta_dataset
+from support import dag_lake
+from support.airflow_homes import fresh_airflow_home
+
+pytestmark = pytest.mark.airflow
 
 HOURLY, DAILY, MAINTENANCE = "telemetry_bronze_to_silver", "telemetry_silver_to_gold", "telemetry_maintenance"
 RUN_TIMEOUT_S = 600  # a gate failure must fail at once: retried, it would take minutes
@@ -39,8 +45,12 @@ def lake(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("dags-run") / "lake")
     dag_lake.build(root)
     # home: the main story's Airflow database; side: the independent runs'.
-    return SimpleNamespace(root=root, home=fresh_airflow_home(tmp_path_factory),
-                           side=fresh_airflow_home(tmp_path_factory), gate=fresh_airflow_home(tmp_path_factory))
+    return SimpleNamespace(
+        root=root,
+        home=fresh_airflow_home(tmp_path_factory),
+        side=fresh_airflow_home(tmp_path_factory),
+        gate=fresh_airflow_home(tmp_path_factory),
+    )
 
 
 def run(lake, dag_id, when, home=None, **kw):
@@ -58,15 +68,17 @@ def together(*calls):
 
 def task_states(lake, dag_id: str, run_id: str, home=None) -> dict:
     with sqlite3.connect(f"{home or lake.home}/airflow.db") as db:
-        rows = db.execute("SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                          (dag_id, run_id)).fetchall()
+        rows = db.execute(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+        ).fetchall()
     return {task if index < 0 else f"{task}[{index}]": state for task, index, state in rows}
 
 
 def dag_runs(lake, dag_id: str) -> dict:
     with sqlite3.connect(f"{lake.home}/airflow.db") as db:
-        rows = db.execute("SELECT run_id, state, logical_date, conf FROM dag_run WHERE dag_id = ?",
-                          (dag_id,)).fetchall()
+        rows = db.execute(
+            "SELECT run_id, state, logical_date, conf FROM dag_run WHERE dag_id = ?", (dag_id,)
+        ).fetchall()
     return {run_id: (state, logical, conf) for run_id, state, logical, conf in rows}
 
 
@@ -128,13 +140,27 @@ def test_hourly_run_publishes_its_hour_to_silver(lake, good_hour):
     assert silver_rows_by_day(lake.root) == {dag_lake.DAY: dag_lake.GOOD_ROWS}
     published = read_record(lake.root, "silver", dag_lake.GOOD_HOUR)["published"]
     assert {k: published[k] for k in ("rows_in", "rows_out", "quarantined", "duplicates")} == {
-        "rows_in": dag_lake.GOOD_ROWS, "rows_out": dag_lake.GOOD_ROWS, "quarantined": 0, "duplicates": 0}
+        "rows_in": dag_lake.GOOD_ROWS,
+        "rows_out": dag_lake.GOOD_ROWS,
+        "quarantined": 0,
+        "duplicates": 0,
+    }
     states = task_states(lake, HOURLY, good_hour.run_id)
-    assert states == {"wait_for_bronze_hour": "success", "validate_bronze": "success", "publish_silver": "success",
-                      "record_silver_hour": "success", "late_gold_days": "success", "recompute_gold": "skipped"}
+    assert states == {
+        "wait_for_bronze_hour": "success",
+        "validate_bronze": "success",
+        "publish_silver": "success",
+        "check_ledger": "success",
+        "record_silver_hour": "success",
+        "late_gold_days": "success",
+        "recompute_gold": "skipped",
+    }
+    assert "ledger of 2026-03-01T08..2026-03-01T08 balances" in good_hour.output
     # The job ran through Airflow's Beam provider, on the local runner, with the Variable's options.
-    assert ("-m beam_pipelines.silver.pipeline --runner=FnApiRunner --shards=2 --hour=2026-03-01T08 "
-            "--max-quarantine-rate=0.1 --report-json=") in good_hour.output
+    assert (
+        "-m beam_pipelines.silver.pipeline --runner=FnApiRunner --shards=2 --hour=2026-03-01T08 "
+        "--max-quarantine-rate=0.1 --report-json="
+    ) in good_hour.output
     assert f"silver {dag_lake.GOOD_HOUR}: 36 bronze rows" in good_hour.output  # the report, in the task log
 
 
@@ -143,8 +169,14 @@ def test_an_hour_without_data_is_skipped_not_failed(lake, first_runs):
     assert result.state == "success", result.output[-5000:]
     assert "Bronze hour 2026-03-01T02 holds no rows and the ingest has moved past it" in result.output
     assert task_states(lake, HOURLY, result.run_id, home=lake.side) == {
-        "wait_for_bronze_hour": "success", "validate_bronze": "skipped", "publish_silver": "skipped",
-        "record_silver_hour": "skipped", "late_gold_days": "skipped", "recompute_gold": "skipped"}
+        "wait_for_bronze_hour": "success",
+        "validate_bronze": "skipped",
+        "publish_silver": "skipped",
+        "record_silver_hour": "skipped",
+        "check_ledger": "skipped",
+        "late_gold_days": "skipped",
+        "recompute_gold": "skipped",
+    }
     assert "beam_pipelines.silver.pipeline" not in result.output  # no job started
     assert read_record(lake.root, "silver", "2026-03-01T02") is None
 
@@ -152,14 +184,21 @@ def test_an_hour_without_data_is_skipped_not_failed(lake, first_runs):
 def test_a_failing_gate_fails_the_run_and_leaves_silver_untouched(lake, second_runs):
     before, result, after = second_runs[1]
     assert result.state == "failed"
-    assert ("QualityGateFailed: silver batch 2026-03-03T05 failed its quality gate (nothing was published): "
-            "silver_quarantine_rate (expect_column_values_to_be_null on reason: 4 of 10 rows (40.0%)") in result.output
+    assert (
+        "QualityGateFailed: silver batch 2026-03-03T05 failed its quality gate (nothing was published): "
+        "silver_quarantine_rate (expect_column_values_to_be_null on reason: 4 of 10 rows (40.0%)"
+    ) in result.output
     assert "Retry policy decision" in result.output and "action=fail" in result.output  # not retried
     assert after == before
     assert task_states(lake, HOURLY, result.run_id, home=lake.gate) == {
-        "wait_for_bronze_hour": "success", "validate_bronze": "success", "publish_silver": "failed",
-        "record_silver_hour": "upstream_failed", "late_gold_days": "upstream_failed",
-        "recompute_gold": "upstream_failed"}
+        "wait_for_bronze_hour": "success",
+        "validate_bronze": "success",
+        "publish_silver": "failed",
+        "check_ledger": "upstream_failed",
+        "record_silver_hour": "upstream_failed",
+        "late_gold_days": "upstream_failed",
+        "recompute_gold": "upstream_failed",
+    }
     assert read_record(lake.root, "silver", dag_lake.BAD_HOUR) is None  # so its day will wait, not aggregate a hole
 
 
@@ -172,11 +211,41 @@ def test_daily_run_aggregates_the_settled_day(lake, gold_of_the_day):
     assert (published["rows_in"], published["vehicle_hours"], published["vehicles"]) == (36, 3, 3)
 
 
+@pytest.fixture(scope="module")
+def broken_ledger(lake, gold_of_the_day, tmp_path_factory):
+    """The daily DAG on a copy of the lake whose Bronze hour lost a row after Silver published it."""
+    root = shutil.copytree(lake.root, str(tmp_path_factory.mktemp("dags-ledger") / "lake"))
+    directory = LakePaths(root).bronze_hour(int(dt.datetime(2026, 3, 1, 8, tzinfo=dt.timezone.utc).timestamp() * 1000))
+    name = sorted(n for n in os.listdir(directory) if n.endswith(".parquet"))[0]
+    table = pq.read_table(f"{directory}/{name}")
+    pq.write_table(table.slice(1), f"{directory}/{name}")
+    home = fresh_airflow_home(tmp_path_factory)
+    result = dags_test(DAILY, "2026-03-02", root, home=home, timeout=RUN_TIMEOUT_S)
+    return SimpleNamespace(root=root, home=home, result=result)
+
+
+def test_an_imbalance_in_the_ledger_fails_the_daily_run_naming_the_equation(lake, broken_ledger):
+    result = broken_ledger.result
+    assert result.state == "failed", result.output[-5000:]
+    assert "LedgerImbalance: the ledger does not balance: ingest: offsets_consumed = bronze_rows" in result.output
+    assert "hour 2026-03-01T08" in result.output
+    assert "Retry policy decision" in result.output and "action=fail" in result.output  # not retried
+    states = task_states(lake, DAILY, result.run_id, home=broken_ledger.home)
+    assert {t: states[t] for t in ("wait_for_silver_day", "publish_gold", "check_ledger", "record_gold_day")} == {
+        "wait_for_silver_day": "success",
+        "publish_gold": "success",
+        "check_ledger": "failed",
+        "record_gold_day": "upstream_failed",
+    }
+
+
 # -- Late data ------------------------------------------------------------------------------------------------
 def test_late_rows_trigger_a_gold_run_for_their_day(lake, late_hour):
     assert late_hour.state == "success", late_hour.output[-5000:]
-    assert silver_rows_by_day(lake.root) == {dag_lake.DAY: dag_lake.GOOD_ROWS + dag_lake.LATE_ROWS,
-                                             dt.date(2026, 3, 2): 6}
+    assert silver_rows_by_day(lake.root) == {
+        dag_lake.DAY: dag_lake.GOOD_ROWS + dag_lake.LATE_ROWS,
+        dt.date(2026, 3, 2): 6,
+    }
     assert task_states(lake, HOURLY, late_hour.run_id)["recompute_gold[0]"] == "success"
     triggered = dag_runs(lake, DAILY)["late_data__2026-03-01__from_2026-03-02T00"]
     state, logical_date, conf = triggered
@@ -193,12 +262,23 @@ def scheduled_style_run(lake) -> tuple:
         assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
         return out.stdout + out.stderr
 
-    airflow("backfill", "create", "--dag-id", HOURLY, "--from-date", "2026-03-01T08:00:00+00:00",
-            "--to-date", "2026-03-01T08:00:00+00:00", "--reprocess-behavior", "completed")
+    airflow(
+        "backfill",
+        "create",
+        "--dag-id",
+        HOURLY,
+        "--from-date",
+        "2026-03-01T08:00:00+00:00",
+        "--to-date",
+        "2026-03-01T08:00:00+00:00",
+        "--reprocess-behavior",
+        "completed",
+    )
     with sqlite3.connect(f"{lake.side}/airflow.db") as db:
         run_id, start, end = db.execute(
             "SELECT run_id, data_interval_start, data_interval_end FROM dag_run WHERE dag_id = ? AND run_type = ?",
-            (HOURLY, "backfill")).fetchone()
+            (HOURLY, "backfill"),
+        ).fetchone()
     return start, end, airflow("tasks", "test", HOURLY, "wait_for_bronze_hour", run_id)
 
 
@@ -207,8 +287,9 @@ def last_runs(lake, late_hour, first_runs):
     conf = json.loads(dag_runs(lake, DAILY)["late_data__2026-03-01__from_2026-03-02T00"][2])
     stale = gold_day(lake.root, dag_lake.DAY)
     # What the queued run does, run here: its conf names the day, whatever its data interval.
-    recomputed, scheduled = together(lambda: run(lake, DAILY, "2026-03-10", conf=conf),
-                                     lambda: scheduled_style_run(lake))
+    recomputed, scheduled = together(
+        lambda: run(lake, DAILY, "2026-03-10", conf=conf), lambda: scheduled_style_run(lake)
+    )
     return SimpleNamespace(stale=stale, recomputed=recomputed, scheduled=scheduled)
 
 

@@ -9,6 +9,7 @@ Beam version, the DAG folder. The ingest supervisor runs against a fake
 Flink REST API, and the lake's storage code against a loopback S3 endpoint
 configured by the stack's own environment.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,6 +32,8 @@ import pytest
 import yaml
 
 from lake_schemas import DEFAULT_PARTITIONS, DLQ_TOPIC, TELEMETRY_TOPIC
+
+pytestmark = pytest.mark.compose
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
@@ -113,29 +116,43 @@ def host_port(address: str) -> tuple:
 
 # -- the compose client -------------------------------------------------------------------------
 
+
 def _clients() -> list:
     found = []
     if shutil.which("docker-compose"):
         found.append(("docker-compose",))
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True,
-                                                 timeout=60).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=60).returncode == 0
+    ):
         found.append(("docker", "compose"))
     return found
 
 
 CLIENTS = _clients()
 CLIENT_PARAMS = [pytest.param(c, id=" ".join(c)) for c in CLIENTS] or [
-    pytest.param(None, marks=pytest.mark.skip(reason="no compose client: neither docker-compose nor the docker "
-                                              "compose plugin is installed (scripts/system-deps installs "
-                                              "Debian's docker-compose)"))]
+    pytest.param(
+        None,
+        marks=pytest.mark.skip(
+            reason="no compose client: neither docker-compose nor the docker "
+            "compose plugin is installed (scripts/system-deps installs "
+            "Debian's docker-compose)"
+        ),
+    )
+]
 
 
 def run_config(client, env: dict, tmp_path: Path, *extra) -> subprocess.CompletedProcess:
     empty = tmp_path / "empty.env"  # a developer's docker/.env must not decide the outcome
     empty.write_text("")
     base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    return subprocess.run([*client, "--env-file", str(empty), "-f", str(COMPOSE), "config", *extra],
-                          env={**base, **env}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*client, "--env-file", str(empty), "-f", str(COMPOSE), "config", *extra],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("client", CLIENT_PARAMS)
@@ -170,6 +187,7 @@ def test_these_tests_resolve_the_file_as_the_client_does(client, tmp_path):
 
 # -- images --------------------------------------------------------------------------------------
 
+
 def _pinned(image: str) -> bool:
     if "@sha256:" in image:
         return True
@@ -194,7 +212,9 @@ def test_beam_job_server_matches_the_installed_beam_and_the_flink_cluster():
     from apache_beam.options.pipeline_options import FlinkRunnerOptions
 
     svcs = services()
-    match = re.fullmatch(r"apache/beam_flink(?P<flink>[\d.]+)_job_server:(?P<beam>.+)", svcs["beam-job-server"]["image"])
+    match = re.fullmatch(
+        r"apache/beam_flink(?P<flink>[\d.]+)_job_server:(?P<beam>.+)", svcs["beam-job-server"]["image"]
+    )
     assert match, svcs["beam-job-server"]["image"]
     assert match["beam"] == apache_beam.__version__, "the job server must run the Beam version the SDK workers run"
     assert match["flink"] in FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS
@@ -204,8 +224,17 @@ def test_beam_job_server_matches_the_installed_beam_and_the_flink_cluster():
 
 def test_one_lake_image_for_every_python_part():
     lake = lake_services(services())
-    assert {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-            "airflow-init", "beam-worker-pool", "ingest", "simulator", "lake"} <= set(lake)
+    assert {
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-init",
+        "beam-worker-pool",
+        "ingest",
+        "simulator",
+        "lake",
+    } <= set(lake)
     assert len({s["image"] for s in lake.values()}) == 1
     for name, svc in lake.items():
         assert (COMPOSE.parent / svc["build"]["context"]).resolve() == REPO, name
@@ -213,6 +242,7 @@ def test_one_lake_image_for_every_python_part():
 
 
 # -- start-up order -------------------------------------------------------------------------------
+
 
 def _depends_on(svc: dict) -> dict:
     deps = svc.get("depends_on") or {}
@@ -238,7 +268,9 @@ def test_dependencies_exist_are_waited_for_properly_and_have_no_cycle():
         mode = svc.get("network_mode", "")
         if mode.startswith("service:"):
             target = mode.split(":", 1)[1]
-            assert target in svcs and target in _depends_on(svc), f"{name} joins {target}'s network: it must wait for it"
+            assert target in svcs and target in _depends_on(svc), (
+                f"{name} joins {target}'s network: it must wait for it"
+            )
     order, visiting = [], set()
 
     def visit(name):
@@ -263,7 +295,8 @@ def test_long_running_services_have_healthchecks_and_one_shots_do_not_restart():
         if one_shot:
             assert svc.get("restart") == "no", name
         else:
-            assert "healthcheck" in svc or name == "ingest", f"{name} has no healthcheck"
+            # the ingest and the stream run as Flink jobs through the supervisor, which exits with its job
+            assert "healthcheck" in svc or name in ("ingest", "stream"), f"{name} has no healthcheck"
             assert svc.get("restart") == "unless-stopped", f"{name} does not come back after a crash or a reboot"
 
 
@@ -286,25 +319,41 @@ def test_volumes_are_declared_and_bind_mounts_exist():
 
 # -- the lake's configuration ---------------------------------------------------------------------
 
+
 def test_lake_services_agree_on_the_lake_root_kafka_and_s3():
-    from lake.settings import Settings
+    from lake_core.settings import Settings
 
     svcs = services()
     lake = lake_services(svcs)
     envs = {name: environment(s) for name, s in lake.items()}
-    keys = ("LAKE_ROOT", "KAFKA_BOOTSTRAP_SERVERS", "LAKE_TOPIC", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP", "AWS_CONDITIONAL_PUT")
+    keys = (
+        "LAKE_ROOT",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "LAKE_TOPIC",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+        "AWS_ALLOW_HTTP",
+        "AWS_CONDITIONAL_PUT",
+    )
     for key in keys:
         values = {name: env.get(key) for name, env in envs.items()}
         assert len(set(values.values())) == 1 and None not in values.values(), f"{key} differs: {values}"
     env = next(iter(envs.values()))
 
     minio_init = environment(svcs["minio-init"])
-    assert env["LAKE_ROOT"] == f"s3://{minio_init['LAKE_BUCKET']}", "the lake must live in the bucket minio-init creates"
+    assert env["LAKE_ROOT"] == f"s3://{minio_init['LAKE_BUCKET']}", (
+        "the lake must live in the bucket minio-init creates"
+    )
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
-        minio_init["LAKE_S3_ACCESS_KEY"], minio_init["LAKE_S3_SECRET_KEY"]), "the lake must use the user minio-init creates"
+        minio_init["LAKE_S3_ACCESS_KEY"],
+        minio_init["LAKE_S3_SECRET_KEY"],
+    ), "the lake must use the user minio-init creates"
     endpoint = urllib.parse.urlsplit(env["AWS_ENDPOINT_URL"])
-    assert endpoint.scheme == "http" and env["AWS_ALLOW_HTTP"] == "true", "delta-rs refuses http:// without AWS_ALLOW_HTTP"
+    assert endpoint.scheme == "http" and env["AWS_ALLOW_HTTP"] == "true", (
+        "delta-rs refuses http:// without AWS_ALLOW_HTTP"
+    )
     assert endpoint.hostname == "minio" and endpoint.port == 9000 and "server" in command(svcs["minio"])
     assert "AWS_S3_ALLOW_UNSAFE_RENAME" not in env, "unsafe renames let concurrent Delta commits overwrite each other"
 
@@ -331,12 +380,17 @@ def test_kafka_init_creates_the_contract_topics():
 
 
 def test_airflow_reads_the_repository_dags_and_shares_its_secrets():
-    from lake import airflow_env
+    from lake.local.airflow import env as airflow_env
 
     svcs = services()
     airflow = {n: s for n, s in svcs.items() if n.startswith("airflow-")}
-    assert set(airflow) == {"airflow-init", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-                            "airflow-triggerer"}
+    assert set(airflow) == {
+        "airflow-init",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    }
     workdir = re.findall(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), flags=re.M)[-1]
     # The image installs the repository editable at WORKDIR, so airflow_env.DAGS_FOLDER
     # (<repo>/dags) is WORKDIR/dags inside it: the same folder the local tools use.
@@ -350,8 +404,13 @@ def test_airflow_reads_the_repository_dags_and_shares_its_secrets():
         assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:")
         assert "@postgres:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    shared = ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-              "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", "LAKE_ROOT")
+    shared = (
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+        "LAKE_ROOT",
+    )
     for key in shared:
         assert len({environment(s)[key] for s in airflow.values()}) == 1, f"Airflow components disagree on {key}"
     api_url = urllib.parse.urlsplit(environment(svcs["airflow-scheduler"])["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
@@ -361,6 +420,7 @@ def test_airflow_reads_the_repository_dags_and_shares_its_secrets():
 
 
 # -- secrets ---------------------------------------------------------------------------------------
+
 
 def test_no_secret_literal_in_the_compose_file():
     for name, svc in raw_compose()["services"].items():
@@ -388,6 +448,7 @@ def test_env_example_lists_every_required_variable_with_no_value():
 
 # -- the image ------------------------------------------------------------------------------------
 
+
 def _run_lines(dockerfile: str) -> list:
     joined = re.sub(r"\\\n", " ", dockerfile)
     return [ln.strip()[4:] for ln in joined.splitlines() if ln.strip().startswith("RUN ")]
@@ -397,9 +458,17 @@ def _setup_extras() -> dict:
     """``extras_require`` as setup.py writes it (installed metadata may predate the file)."""
     import ast
 
-    for node in ast.walk(ast.parse((REPO / "setup.py").read_text())):
+    tree = ast.parse((REPO / "setup.py").read_text())
+    lists = {}  # the module's literal lists (AIRFLOW_REQUIRES = [...]), which extras_require combines
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                lists[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    for node in ast.walk(tree):
         if isinstance(node, ast.keyword) and node.arg == "extras_require":
-            return ast.literal_eval(node.value)
+            return eval(compile(ast.Expression(node.value), "setup.py", "eval"), {"__builtins__": {}}, lists)
     raise AssertionError("setup.py has no extras_require")
 
 
@@ -410,7 +479,8 @@ def test_dockerfile_installs_the_lake_with_its_constraints():
     for install in installs:
         args = shlex.split(install)
         assert "--no-deps" in args or ("-c" in args and args[args.index("-c") + 1] == "constraints.txt"), (
-            f"resolves dependencies without constraints.txt: {install}")
+            f"resolves dependencies without constraints.txt: {install}"
+        )
     extras = set()
     for install in installs:
         extras |= {e for m in re.finditer(r"\.\[([\w,]+)\]", install) for e in m.group(1).split(",")}
@@ -437,6 +507,7 @@ def test_worker_pool_runs_beams_worker_pool_on_the_port_ingest_uses():
 
 # -- the ingest and the other lake commands, through the real parsers ---------------------------
 
+
 def _load_supervisor():
     spec = importlib.util.spec_from_file_location("ingest_supervisor", SUPERVISOR)
     module = importlib.util.module_from_spec(spec)
@@ -450,13 +521,13 @@ def test_ingest_command_is_accepted_by_lake_ingest_and_beam():
     from beam_pipelines.ingest.options import options_from_args
     from beam_pipelines.ingest.pipeline import beam_options
     from lake.cli import build_parser
-    from lake.settings import Settings
+    from lake_core.settings import Settings
 
     svcs = services()
     argv = command(svcs["ingest"])
     workdir = re.findall(r"^WORKDIR\s+(\S+)", DOCKERFILE.read_text(), flags=re.M)[-1]
     assert argv[:2] == ["python", f"{workdir}/{SUPERVISOR.relative_to(REPO)}"], "the image has the repo at WORKDIR"
-    wrapper, lake_argv = argv[2:argv.index("--")], argv[argv.index("--") + 1:]
+    wrapper, lake_argv = argv[2 : argv.index("--")], argv[argv.index("--") + 1 :]
     assert lake_argv[:2] == ["lake", "ingest"]
 
     args, beam_args = build_parser().parse_known_args(lake_argv[1:])
@@ -497,7 +568,24 @@ def test_simulator_and_tools_commands_are_real_lake_commands():
     assert svcs["lake"]["entrypoint"] == ["lake"] and svcs["lake"]["profiles"] == ["tools"]
 
 
+def test_mqtt_edge_runs_the_lakes_own_mosquitto_and_bridge_with_a_shared_secret():
+    """No hand-written Mosquitto configuration (no allow_anonymous): the lake generates it from the device store."""
+    from lake.cli import build_parser
+
+    svcs = services()
+    mqtt = build_parser().parse_args(command(svcs["mosquitto"])[1:])
+    assert (mqtt.command, mqtt.action, mqtt.host, mqtt.port) == ("mqtt", "run", "0.0.0.0", 1883)
+    bridge = build_parser().parse_args(command(svcs["mqtt-bridge"])[1:])
+    assert (bridge.command, bridge.mqtt_host, bridge.mqtt_port) == ("bridge", "mosquitto", 1883)
+    assert bridge.health_file and bridge.health_file in " ".join(svcs["mqtt-bridge"]["healthcheck"]["test"])
+    for name in ("mosquitto", "mqtt-bridge"):
+        assert svcs[name]["environment"]["LAKE_MQTT_BRIDGE_SECRET"], name
+    assert "mosquitto" in (REPO / "docker" / "Dockerfile").read_text()
+    assert not (REPO / "docker" / "mosquitto").exists()
+
+
 # -- the ingest supervisor, against a fake Flink REST API -----------------------------------------
+
 
 class FakeFlink:
     """Flink's ``/overview``, ``/jobs/overview`` and ``PATCH /jobs/<id>?mode=cancel``; plus
@@ -552,11 +640,13 @@ class FakeFlink:
 
 @pytest.fixture
 def flink():
-    fake = FakeFlink([
-        {"jid": "stale", "name": "lake-ingest", "state": "RUNNING"},
-        {"jid": "finished", "name": "lake-ingest", "state": "FINISHED"},
-        {"jid": "other", "name": "someone-else", "state": "RUNNING"},
-    ])
+    fake = FakeFlink(
+        [
+            {"jid": "stale", "name": "lake-ingest", "state": "RUNNING"},
+            {"jid": "finished", "name": "lake-ingest", "state": "FINISHED"},
+            {"jid": "other", "name": "someone-else", "state": "RUNNING"},
+        ]
+    )
     yield fake
     fake.close()
 
@@ -566,7 +656,8 @@ def flink():
 _DRIVER = """
 import json, sys, time, urllib.request
 rest = sys.argv[1]
-jid = json.load(urllib.request.urlopen(urllib.request.Request(rest + "/test/submit?name=lake-ingest", method="POST")))["jid"]
+submit = urllib.request.Request(rest + "/test/submit?name=lake-ingest", method="POST")
+jid = json.load(urllib.request.urlopen(submit))["jid"]
 print(jid, flush=True)
 while True:
     jobs = json.load(urllib.request.urlopen(rest + "/jobs/overview"))["jobs"]
@@ -577,9 +668,12 @@ while True:
 
 
 def _supervise(flink, *child, stop_timeout=10):
-    return subprocess.Popen([sys.executable, str(SUPERVISOR), f"--flink-rest={flink.url}",
-                             f"--stop-timeout={stop_timeout}", "--", *child],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(SUPERVISOR), f"--flink-rest={flink.url}", f"--stop-timeout={stop_timeout}", "--", *child],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_supervisor_replaces_a_stale_job_and_cancels_its_own_on_sigterm(flink):
@@ -603,9 +697,14 @@ def test_supervisor_passes_on_the_drivers_exit_code(flink):
 
 
 def test_supervisor_kills_a_driver_that_ignores_the_stop(flink):
-    proc = _supervise(flink, sys.executable, "-c",
-                      "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); "
-                      "time.sleep(60)", "--job_name=lake-ingest", stop_timeout=1)
+    proc = _supervise(
+        flink,
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)",
+        "--job_name=lake-ingest",
+        stop_timeout=1,
+    )
     try:
         assert proc.stdout.readline().strip() == "up"
         started = time.monotonic()
@@ -627,19 +726,24 @@ def test_supervisor_reads_job_names_and_live_jobs():
     sup = _load_supervisor()
     assert sup.job_name_of(["lake", "ingest", "--job_name", "a"]) == "a"
     assert sup.job_name_of(["lake", "--job_name=b"]) == "b"
-    overview = {"jobs": [{"jid": "1", "name": "a", "state": "RESTARTING"}, {"jid": "2", "name": "a", "state": "FAILED"},
-                         {"jid": "3", "name": "b", "state": "RUNNING"}]}
+    overview = {
+        "jobs": [
+            {"jid": "1", "name": "a", "state": "RESTARTING"},
+            {"jid": "2", "name": "a", "state": "FAILED"},
+            {"jid": "3", "name": "b", "state": "RUNNING"},
+        ]
+    }
     assert sup.live_jobs(overview, "a") == ["1"]
 
 
 # -- the lake's storage on S3, configured only by the stack's environment --------------------------
 
+
 @pytest.fixture
 def stack_s3(monkeypatch):
     """A loopback S3 endpoint, with the process environment the lake services get in the stack."""
-    from lake_schemas import storage
-
-    from fake_s3 import FakeS3
+    from lake_core import storage
+    from support.fake_s3 import FakeS3
 
     env = environment(services()["ingest"])
     with FakeS3() as s3:
@@ -655,8 +759,8 @@ def test_lake_storage_reads_and_writes_s3_from_the_stack_environment(stack_s3):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from edge_client.registry import registry_path, upsert_vehicles
-    from lake_schemas.storage import delta_dataset, filesystem, fs_path
+    from lake_core.registry import registry_path, upsert_vehicles
+    from lake_core.storage import delta_dataset, filesystem, fs_path
 
     s3, root = stack_s3
     bucket = root.split("://", 1)[1]
@@ -678,5 +782,5 @@ def test_lake_storage_reads_and_writes_s3_from_the_stack_environment(stack_s3):
     commits = [r for r in s3.requests if r.method == "PUT" and "/_delta_log/" in r.key and r.key.endswith(".json")]
     assert len(commits) == 2
     assert all(r.headers.get("if-none-match") == "*" for r in commits), (
-        "Delta commits on the stack's S3 must be put-if-absent, or concurrent writers overwrite each other")
-
+        "Delta commits on the stack's S3 must be put-if-absent, or concurrent writers overwrite each other"
+    )

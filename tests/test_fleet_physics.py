@@ -1,4 +1,5 @@
 """The simulated fleet behaves like vehicles: limits, inertia, energy, distance."""
+
 from __future__ import annotations
 
 import re
@@ -24,8 +25,21 @@ def haversine_m(lat1, lon1, lat2, lon2):
 def history():
     """One simulated hour of 300 vehicles, every tick's state stacked: arrays [tick, vehicle]."""
     fleet = Fleet(300, seed=7, start_ms=START_MS)
-    names = ["lat", "lon", "speed_ms", "accel_ms2", "heading_deg", "soc_pct", "voltage_v", "current_a",
-             "battery_temp_c", "odometer_km", "state", "trip_seq", "error_index"]
+    names = [
+        "lat",
+        "lon",
+        "speed_ms",
+        "accel_ms2",
+        "heading_deg",
+        "soc_pct",
+        "voltage_v",
+        "current_a",
+        "battery_temp_c",
+        "odometer_km",
+        "state",
+        "trip_seq",
+        "error_index",
+    ]
     rows = {name: [] for name in names}
     for _ in range(TICKS):
         for name in names:

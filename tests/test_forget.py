@@ -6,6 +6,7 @@ Silver and Gold runs) plus one ingest group of Kafka partition 7 in hour 08
 payload, and rows that mention V1 but are not V1's. V1 is registered, has
 Silver, quarantine, Gold hourly, state and zone rows, and rejects.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,19 +15,28 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
-import lake_scenario as sc
 from beam_pipelines.gold.options import GoldOptions
 from beam_pipelines.gold.pipeline import run_gold
 from beam_pipelines.ingest.bronze_state import WATERMARK_KEY, BronzeStore
 from beam_pipelines.silver.options import SilverOptions
 from beam_pipelines.silver.pipeline import run_silver
-from bronze_builder import SECOND, ms
 from lake.cli import main
-from lake.forget import forget_vehicle
 from lake.lifecycle.audit import read_records
+from lake.lifecycle.forget import forget_vehicle
 from lake.query import query
 from lake_schemas import LakePaths
-from lifecycle_helpers import DELTA_TABLES, copy_lake, parquet_files, rows, run_layers, tree, versions, write_group
+from support import lake_scenario as sc
+from support.bronze_builder import SECOND, ms
+from support.lifecycle_helpers import (
+    DELTA_TABLES,
+    copy_lake,
+    parquet_files,
+    rows,
+    run_layers,
+    tree,
+    versions,
+    write_group,
+)
 
 V = "V1"
 TOPIC = "vehicle-telemetry"
@@ -36,8 +46,17 @@ ALL_TABLES = ["bronze_telemetry", "bronze_rejects", *DELTA_TABLES]
 
 
 def _row(offset: int, payload: str, vehicle_id, key, t: int, **extra) -> dict:
-    return {"kafka_topic": TOPIC, "kafka_partition": 7, "kafka_offset": offset, "ingest_ts": t + SECOND, "key": key,
-            "payload": payload, "vehicle_id": vehicle_id, "event_ts": t if vehicle_id else None, **extra}
+    return {
+        "kafka_topic": TOPIC,
+        "kafka_partition": 7,
+        "kafka_offset": offset,
+        "ingest_ts": t + SECOND,
+        "key": key,
+        "payload": payload,
+        "vehicle_id": vehicle_id,
+        "event_ts": t if vehicle_id else None,
+        **extra,
+    }
 
 
 def _snapshot(vehicle_id: str, event_id: str, t: int, **groups) -> str:
@@ -115,8 +134,12 @@ def forgotten(built, tmp_path_factory):
     """A copy of the lake after ``forget_vehicle(V1)``, with what it held before."""
     root = copy_lake(built, str(tmp_path_factory.mktemp("forgotten") / "lake"))
     store = BronzeStore(root)
-    before = {"rows": snapshot(root), "state": store.state(PARTITIONS), "markers": markers(root),
-              "files": sorted(f.path for f in store.files())}
+    before = {
+        "rows": snapshot(root),
+        "state": store.state(PARTITIONS),
+        "markers": markers(root),
+        "files": sorted(f.path for f in store.files()),
+    }
     lines = []
     os.environ["USER"], user = "dpo-test", os.environ.get("USER")
     try:
@@ -148,8 +171,7 @@ def test_every_row_of_the_vehicle_is_gone(forgotten):
         assert count(root, table, "vehicle_id = 'V1'") == 0, table
     assert count(root, "bronze_rejects", "vehicle_id IS NULL AND key IS NULL AND payload LIKE '%\"V1\"%'") == 0
     assert count(root, "silver_quarantine", "vehicle_id IS NULL AND payload LIKE '%\"V1\"%'") == 0
-    assert report.rows_deleted == sum(sum(map(is_v1, before["rows"][t])) for t in ALL_TABLES
-                                      if t != "gold_zone_hourly")
+    assert report.rows_deleted == sum(sum(map(is_v1, before["rows"][t])) for t in ALL_TABLES if t != "gold_zone_hourly")
 
 
 def test_every_other_row_is_kept_unchanged(forgotten):
@@ -186,19 +208,25 @@ def test_zone_hourly_is_recomputed_without_the_vehicle(forgotten):
         return int(r["hour_start"].timestamp() * 1000)
 
     # Hours V1 was not active in (2026-02-23) are untouched.
-    assert [r for r in after if hour(r) not in v1_hours] == [r for r in before["rows"]["gold_zone_hourly"]
-                                                             if hour(r) not in v1_hours]
+    assert [r for r in after if hour(r) not in v1_hours] == [
+        r for r in before["rows"]["gold_zone_hourly"] if hour(r) not in v1_hours
+    ]
     # V1's hours are what Silver, without V1, says.
-    expected = query("""
+    expected = query(
+        """
         SELECT zone_id, date_trunc('hour', event_ts) AS hour_start, count(DISTINCT vehicle_id) AS active_vehicles,
                count(*) AS event_count, avg(soc_pct) AS soc_avg
-        FROM silver_telemetry WHERE zone_id IS NOT NULL GROUP BY 1, 2""", root).to_pylist()
+        FROM silver_telemetry WHERE zone_id IS NOT NULL GROUP BY 1, 2""",
+        root,
+    ).to_pylist()
     expected = {(r["zone_id"], int(r["hour_start"].timestamp() * 1000)): r for r in expected}
     got = {(r["zone_id"], hour(r)): r for r in after if hour(r) in v1_hours}
     assert set(got) == {k for k in expected if k[1] in v1_hours}
     for key, row in got.items():
-        assert (row["active_vehicles"], row["event_count"]) == (expected[key]["active_vehicles"],
-                                                                expected[key]["event_count"]), key
+        assert (row["active_vehicles"], row["event_count"]) == (
+            expected[key]["active_vehicles"],
+            expected[key]["event_count"],
+        ), key
         assert row["soc_avg"] == pytest.approx(expected[key]["soc_avg"], nan_ok=True), key
     # Zone-hours V1 was alone in are gone.
     gone = len(before["rows"]["gold_zone_hourly"]) - len(after)
@@ -248,8 +276,9 @@ def test_an_emptied_file_stays_with_its_schema(forgotten):
     assert len(only_v1) == 1  # the scenario's lone copy of V1's e3
     emptied = pq.read_table(f"{hour08}/{only_v1[0]}")
     assert emptied.num_rows == 0
-    assert emptied.schema.remove_metadata().equals(pq.read_table(f"{hour08}/p0000-{'0' * 20}-"
-                                                                 f"{9:020d}-1of1.parquet").schema.remove_metadata())
+    assert emptied.schema.remove_metadata().equals(
+        pq.read_table(f"{hour08}/p0000-{'0' * 20}-{9:020d}-1of1.parquet").schema.remove_metadata()
+    )
     assert not [n for n in os.listdir(hour08) if n.endswith(".inprogress")]
 
 
@@ -283,8 +312,9 @@ def test_audit_line_records_what_was_done(forgotten):
     assert record["requested_by"] == "dpo-test"  # env USER
     assert record["ts"].endswith("Z") and record["dry_run"] is False
     assert record["rows_deleted"] == report.rows_deleted > 0
-    assert {t: v["rows_deleted"] for t, v in record["tables"].items()} == {t.table: t.rows_deleted
-                                                                           for t in report.tables}
+    assert {t: v["rows_deleted"] for t, v in record["tables"].items()} == {
+        t.table: t.rows_deleted for t in report.tables
+    }
     assert record["tables"]["silver_telemetry"]["version_after"] == versions(root)["silver_telemetry"]
     assert record["tables"]["bronze_telemetry"]["files_rewritten"] == report.table("bronze_telemetry").files_rewritten
     assert any("bronze" in line for line in lines)  # progress was reported
@@ -323,11 +353,14 @@ def test_unknown_vehicle_deletes_nothing_and_is_audited(built, tmp_path, capsys)
     assert record["vehicle_id"] == "NOPE" and record["rows_deleted"] == 0
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--vehicle", "V 1"], "not a vehicle id"),
-    (["--vehicle", "V1'; DROP"], "not a vehicle id"),
-    ([], "--vehicle"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--vehicle", "V 1"], "not a vehicle id"),
+        (["--vehicle", "V1'; DROP"], "not a vehicle id"),
+        ([], "--vehicle"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(built, capsys, argv, message):
     assert main(["forget", "--lake-root", built, *argv]) == 2
     err = capsys.readouterr().err

@@ -1,15 +1,18 @@
 """A gated job's gate runs in a second process started with the job: the job's own process
 never imports Great Expectations, and the gate's verdict is the same as in-process."""
+
 import subprocess
 import sys
 
-SCRIPT = r'''
+import pytest
+
+SCRIPT = r"""
 import sys
 import pyarrow as pa
 from lake_schemas.tables import BRONZE_SCHEMA
 from quality.gates import BronzeGate
 from quality.worker import gate_process
-from lake.errors import QualityGateFailed
+from lake_core.errors import QualityGateFailed
 
 root = sys.argv[1]
 T0 = 1772352000000  # 2026-03-01T08:00:00Z
@@ -34,12 +37,14 @@ with gate_process(True):
 print("ok", ok.success, "docs", bool(ok.docs))
 print("failed", failed)
 print("gx imported here", "great_expectations" in sys.modules)
-'''
+"""
 
 
+@pytest.mark.slow
 def test_the_gate_runs_in_its_own_process_with_the_same_verdicts(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "lake")], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "lake")], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "ok True docs True" in out, out

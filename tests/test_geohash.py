@@ -1,4 +1,5 @@
 """The vectorized geohash encoder against published values and the textbook algorithm."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,16 +29,19 @@ def textbook(lat: float, lon: float, precision: int) -> str:
     return "".join(out)
 
 
-@pytest.mark.parametrize("lat, lon, precision, expected", [
-    (42.6, -5.6, 5, "ezs42"),  # Wikipedia's example
-    (57.64911, 10.40744, 11, "u4pruydqqvj"),  # geohash.org's example
-    (52.52, 13.405, 6, "u33dc0"),  # Berlin
-    (-33.8688, 151.2093, 6, "r3gx2f"),  # Sydney
-    (40.6892, -74.0445, 7, "dr5r7p4"),  # Statue of Liberty
-    (0.0, 0.0, 6, "s00000"),
-    (-90.0, -180.0, 6, "000000"),
-    (90.0, 180.0, 6, "zzzzzz"),
-])
+@pytest.mark.parametrize(
+    "lat, lon, precision, expected",
+    [
+        (42.6, -5.6, 5, "ezs42"),  # Wikipedia's example
+        (57.64911, 10.40744, 11, "u4pruydqqvj"),  # geohash.org's example
+        (52.52, 13.405, 6, "u33dc0"),  # Berlin
+        (-33.8688, 151.2093, 6, "r3gx2f"),  # Sydney
+        (40.6892, -74.0445, 7, "dr5r7p4"),  # Statue of Liberty
+        (0.0, 0.0, 6, "s00000"),
+        (-90.0, -180.0, 6, "000000"),
+        (90.0, 180.0, 6, "zzzzzz"),
+    ],
+)
 def test_known_values(lat, lon, precision, expected):
     assert encode([lat], [lon], precision)[0] == expected
     assert textbook(lat, lon, precision) == expected

@@ -1,4 +1,5 @@
 """``lake gold``: a Silver day -> gold/vehicle_hourly, gold/zone_hourly, gold/vehicle_state."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -8,15 +9,15 @@ from collections import defaultdict
 import pytest
 from deltalake import DeltaTable
 
-import lake_scenario as sc
 from beam_pipelines.gold.options import GoldOptions
 from beam_pipelines.gold.pipeline import run_gold
 from beam_pipelines.silver.options import SilverOptions
 from beam_pipelines.silver.pipeline import run_silver
-from bronze_builder import HOUR, ms
 from lake.cli import main
+from lake_core.storage import delta_dataset
 from lake_schemas import LakePaths
-from lake_schemas.storage import delta_dataset
+from support import lake_scenario as sc
+from support.bronze_builder import HOUR, ms
 
 DAY = "2026-03-01"
 
@@ -115,8 +116,9 @@ def test_rerun_gives_the_same_tables(lake_copy):
     after = {n: table(lake_copy, n) for n in before}
     for name in before:
         key = sorted(before[name][0])
-        assert sorted(before[name], key=lambda r: [str(r[k]) for k in key]) == \
-            sorted(after[name], key=lambda r: [str(r[k]) for k in key]), name
+        assert sorted(before[name], key=lambda r: [str(r[k]) for k in key]) == sorted(
+            after[name], key=lambda r: [str(r[k]) for k in key]
+        ), name
 
 
 def test_an_older_day_keeps_the_newer_state_and_every_vehicle(lake_copy):
@@ -127,13 +129,15 @@ def test_an_older_day_keeps_the_newer_state_and_every_vehicle(lake_copy):
     assert after == before  # V2's state is newer than that day; nobody is lost
     days = {str(r["event_date"]) for r in table(lake_copy, "gold_vehicle_hourly")}
     assert days == {DAY, "2026-02-23"}
-    assert sum(r["event_count"] for r in table(lake_copy, "gold_vehicle_hourly")
-               if str(r["event_date"]) == DAY) == sc.DAY_ROWS
+    assert (
+        sum(r["event_count"] for r in table(lake_copy, "gold_vehicle_hourly") if str(r["event_date"]) == DAY)
+        == sc.DAY_ROWS
+    )
 
 
 def test_a_newer_day_updates_fields_it_has_and_keeps_the_rest(lake_copy):
     """Day 2026-03-02: one S1 soc signal. Its soc wins; its position stays the old one."""
-    from bronze_builder import BronzeBuilder
+    from support.bronze_builder import BronzeBuilder
 
     t = ms("2026-03-02T07:00:00")
     b = BronzeBuilder(lake_copy)
@@ -149,14 +153,20 @@ def test_a_newer_day_updates_fields_it_has_and_keeps_the_rest(lake_copy):
 
 
 def test_day_without_silver_rows_is_a_clear_error(lake_copy, capsys):
-    versions = [DeltaTable(LakePaths(lake_copy).table(n)).version()
-                for n in ("gold_vehicle_hourly", "gold_zone_hourly", "gold_vehicle_state")]
+    versions = [
+        DeltaTable(LakePaths(lake_copy).table(n)).version()
+        for n in ("gold_vehicle_hourly", "gold_zone_hourly", "gold_vehicle_state")
+    ]
     assert main(["gold", "--date", "2026-03-09", "--lake-root", lake_copy]) == 4
     err = capsys.readouterr().err.strip()
-    assert err == f"lake: error: Silver has no rows for 2026-03-09 (event_date, UTC) in " \
-                  f"{LakePaths(lake_copy).table('silver_telemetry')}"
-    assert versions == [DeltaTable(LakePaths(lake_copy).table(n)).version()
-                        for n in ("gold_vehicle_hourly", "gold_zone_hourly", "gold_vehicle_state")]
+    assert (
+        err == f"lake: error: Silver has no rows for 2026-03-09 (event_date, UTC) in "
+        f"{LakePaths(lake_copy).table('silver_telemetry')}"
+    )
+    assert versions == [
+        DeltaTable(LakePaths(lake_copy).table(n)).version()
+        for n in ("gold_vehicle_hourly", "gold_zone_hourly", "gold_vehicle_state")
+    ]
     assert main(["gold", "--date", "yesterday", "--lake-root", lake_copy]) == 2
 
 
@@ -174,9 +184,20 @@ def test_compute_handles_a_lone_row_and_empty_input():
     assert vehicle_hourly(SILVER_SCHEMA.empty_table()).num_rows == 0
     assert vehicle_state(SILVER_SCHEMA.empty_table(), dt.date(2026, 3, 1)).num_rows == 0
     row = {f.name: None for f in SILVER_SCHEMA}
-    row.update(vehicle_id="V", event_id="e", event_ts=ms("08:00:00"), ingest_ts=ms("08:00:00"),
-               event_date=dt.date(2026, 3, 1), ts_corrected=False, source_shape="snapshot", vehicle_type="car",
-               kafka_partition=0, kafka_offset=0, soc_pct=5.0, error_codes=["E1"])
+    row.update(
+        vehicle_id="V",
+        event_id="e",
+        event_ts=ms("08:00:00"),
+        ingest_ts=ms("08:00:00"),
+        event_date=dt.date(2026, 3, 1),
+        ts_corrected=False,
+        source_shape="snapshot",
+        vehicle_type="car",
+        kafka_partition=0,
+        kafka_offset=0,
+        soc_pct=5.0,
+        error_codes=["E1"],
+    )
     one = pa.Table.from_pylist([row], schema=SILVER_SCHEMA)
     h = vehicle_hourly(one).to_pylist()[0]
     assert (h["event_count"], h["distance_km"], h["usage_seconds"], h["low_battery_events"]) == (1, 0.0, 0.0, 1)

@@ -1,4 +1,5 @@
 """A lake job's helper processes leave with the job, however it ends."""
+
 import multiprocessing
 import os
 import signal
@@ -6,7 +7,7 @@ import time
 
 import psutil
 
-from lake.helper_processes import init_helper
+from lake_core.processes import init_helper
 
 
 def _helper_then_block(ready):

@@ -1,4 +1,5 @@
 """Kafka -> Beam -> Bronze on the real embedded broker and FnApiRunner (contract section 2)."""
+
 import datetime as dt
 import json
 import os
@@ -10,15 +11,29 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_pipelines.ingest.bronze_state import BronzeStore
-from lake import broker as embedded
 from lake.cli import main
-from lake.settings import Settings
+from lake_core import kafka_admin
+from lake_core.settings import Settings
 from lake_schemas import BRONZE_SCHEMA, REJECTS_SCHEMA, BronzeFileName
+from lake_schemas.paths import HOUR_MS
 from lake_schemas.topics import DLQ_HEADER_REASON, DLQ_HEADER_SOURCE
-
-from ingest_helpers import (HOUR_MS, T0, all_files, assert_groups_whole_and_contiguous, consume, groups,
-                            hour_of_path, ingest, markers, offsets_held, produce, produce_indexed, rows_by_offset,
-                            signal, snapshot, tree)
+from support.ingest_helpers import (
+    T0,
+    all_files,
+    assert_groups_whole_and_contiguous,
+    consume,
+    groups,
+    hour_of_path,
+    ingest,
+    markers,
+    offsets_held,
+    produce,
+    produce_indexed,
+    rows_by_offset,
+    signal,
+    snapshot,
+    tree,
+)
 
 UTC = dt.timezone.utc
 
@@ -42,6 +57,7 @@ def _end_offsets(positions) -> dict:
 
 # -- one mixed data set, ingested once ----------------------------------------
 
+
 def _mixed_records():
     """Both shapes (epoch-ms, Z and offset times) and bad messages, over hours 08..10,
     on chosen partitions. -> (records, expectations in the same order)."""
@@ -49,8 +65,9 @@ def _mixed_records():
 
     def add(key, value, ts, partition, reason=None, vehicle=None, event_ms=None):
         records.append((key, value, ts, partition))
-        expected.append({"key": key, "value": value, "ts": ts, "reason": reason, "vehicle": vehicle,
-                         "event_ms": event_ms})
+        expected.append(
+            {"key": key, "value": value, "ts": ts, "reason": reason, "vehicle": vehicle, "event_ms": event_ms}
+        )
 
     for h in range(3):
         for i in range(40):
@@ -87,9 +104,16 @@ def _mixed_records():
     add(b"bad", None, T0 + HOUR_MS + 6, 2, reason="empty")  # a tombstone
     add(b"bad", b"[1, 2]", T0 + 2 * HOUR_MS + 6, 2, reason="not_object")
     add(b"bad", b'{"hello": "world"}', T0 + 2 * HOUR_MS + 7, 3, reason="unknown_shape")
-    add(b"bad", b"\xff\xfe{\"x\": 1}", T0 + HOUR_MS + 9, 0, reason="not_utf8")
-    add(b"1000", signal("1000", T0 + 77, name="tyre"), T0 + 100, 3, reason="unknown_signal", vehicle="1000",
-        event_ms=T0 + 77)
+    add(b"bad", b'\xff\xfe{"x": 1}', T0 + HOUR_MS + 9, 0, reason="not_utf8")
+    add(
+        b"1000",
+        signal("1000", T0 + 77, name="tyre"),
+        T0 + 100,
+        3,
+        reason="unknown_signal",
+        vehicle="1000",
+        event_ms=T0 + 77,
+    )
     add(b"V9", snapshot("V9", T0, ts="2026-03-01T08:00:00"), T0 + 101, 0, reason="invalid_ts", vehicle="V9")
     add(b"V9", snapshot("V9", T0, battery={"soc_pct": "high"}), T0 + 102, 1, reason="invalid_value")
     add(b"V9", json.dumps({"event_id": "e", "ts": T0}).encode(), T0 + 103, 2, reason="missing_field")
@@ -99,9 +123,10 @@ def _mixed_records():
 @pytest.fixture(scope="module")
 def landed(kafka_bootstrap, tmp_path_factory):
     topic = f"t-bronze-{uuid.uuid4().hex[:8]}"
-    s = Settings(lake_root=str(tmp_path_factory.mktemp("lake")), bootstrap=kafka_bootstrap, topic=topic,
-                 dlq_topic=f"{topic}-dlq")
-    embedded.ensure_topics(kafka_bootstrap, [s.topic, s.dlq_topic], partitions=4)
+    s = Settings(
+        lake_root=str(tmp_path_factory.mktemp("lake")), bootstrap=kafka_bootstrap, topic=topic, dlq_topic=f"{topic}-dlq"
+    )
+    kafka_admin.ensure_topics(kafka_bootstrap, [s.topic, s.dlq_topic], partitions=4)
     records, expected = _mixed_records()
     positions = produce_indexed(s, records)
     report = ingest(s)
@@ -204,8 +229,10 @@ def test_complete_marker_in_every_hour_names_its_files_and_offsets(landed):
         assert marker["completed_by"] == "drained"
         in_hour = [f for f in all_files(s) if hour_of_path(f) == hour_ms]
         listed = {(e["table"], e["file"]): e for e in marker["files"]}
-        actual = {("bronze_telemetry" if "/bronze/telemetry/" in f else "bronze_rejects", os.path.basename(f)): f
-                  for f in in_hour}
+        actual = {
+            ("bronze_telemetry" if "/bronze/telemetry/" in f else "bronze_rejects", os.path.basename(f)): f
+            for f in in_hour
+        }
         assert set(listed) == set(actual)
         ranges = {}
         for key, path in actual.items():
@@ -229,11 +256,16 @@ def test_no_temporary_or_foreign_files_are_left(landed):
 
 # -- re-runs and late records -------------------------------------------------
 
+
 def _two_hours(n=40):
-    return [(f"V{i % 8}".encode(), snapshot(f"V{i % 8}", T0 + h * HOUR_MS + i * 1000), T0 + h * HOUR_MS + i * 1000,
-             i % 4) for h in range(2) for i in range(n)]
+    return [
+        (f"V{i % 8}".encode(), snapshot(f"V{i % 8}", T0 + h * HOUR_MS + i * 1000), T0 + h * HOUR_MS + i * 1000, i % 4)
+        for h in range(2)
+        for i in range(n)
+    ]
 
 
+@pytest.mark.kafka_long
 def test_rerun_changes_nothing_and_late_records_land_in_the_earliest_open_hour(settings, capsys):
     produced = produce(settings, _two_hours())
     ingest(settings)
@@ -241,16 +273,31 @@ def test_rerun_changes_nothing_and_late_records_land_in_the_earliest_open_hour(s
     before = tree(settings.lake_root + "/bronze")
 
     # nothing new: the CLI runs a pass, reads nothing, writes nothing
-    argv = ["ingest", "--lake-root", settings.lake_root, "--bootstrap", settings.bootstrap, "--topic",
-            settings.topic, "--until-idle", "0.5", "--no-progress"]
+    argv = [
+        "ingest",
+        "--lake-root",
+        settings.lake_root,
+        "--bootstrap",
+        settings.bootstrap,
+        "--topic",
+        settings.topic,
+        "--until-idle",
+        "0.5",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "ingested 0 records" in capsys.readouterr().out
     assert tree(settings.lake_root + "/bronze") == before
 
     # late records for the complete hours 08 and 09 (a good one and a bad one), and one for 10
-    late = produce(settings, [(b"V1", snapshot("V1", T0 + 60_000), T0 + 60_000, 0),
-                              (b"V2", b"late garbage", T0 + HOUR_MS + 5, 1),
-                              (b"V3", snapshot("V3", T0 + 2 * HOUR_MS + 1), T0 + 2 * HOUR_MS + 1, 2)])
+    late = produce(
+        settings,
+        [
+            (b"V1", snapshot("V1", T0 + 60_000), T0 + 60_000, 0),
+            (b"V2", b"late garbage", T0 + HOUR_MS + 5, 1),
+            (b"V3", snapshot("V3", T0 + 2 * HOUR_MS + 1), T0 + 2 * HOUR_MS + 1, 2),
+        ],
+    )
     assert main(argv) == 0
     after = tree(settings.lake_root + "/bronze")
     assert {k: v for k, v in after.items() if k in before} == before  # complete hours never change
@@ -271,9 +318,10 @@ def test_rerun_changes_nothing_and_late_records_land_in_the_earliest_open_hour(s
 
 # -- buffering ------------------------------------------------------------------
 
+
+@pytest.mark.kafka_long
 def test_buffer_by_size_gives_several_groups_per_partition(settings):
-    records = [(f"V{i % 8}".encode(), snapshot(f"V{i % 8}", T0 + i * 1000), T0 + i * 1000, i % 4)
-               for i in range(2000)]
+    records = [(f"V{i % 8}".encode(), snapshot(f"V{i % 8}", T0 + i * 1000), T0 + i * 1000, i % 4) for i in range(2000)]
     produced = produce(settings, records)
     report = ingest(settings, buffer_bytes=20_000, poll_batch=50)
     assert len(report.passes) >= 4
@@ -285,6 +333,7 @@ def test_buffer_by_size_gives_several_groups_per_partition(settings):
     assert_groups_whole_and_contiguous(settings, _end_offsets(produced))
 
 
+@pytest.mark.kafka_long
 def test_buffer_by_time_with_a_producer_still_writing(settings):
     from confluent_kafka import Producer
 
@@ -296,8 +345,14 @@ def test_buffer_by_time_with_a_producer_still_writing(settings):
         i = 0
         while not stop.is_set():
             ts = T0 + i * 100
-            p.produce(settings.topic, snapshot("V1", ts), key=f"V{i % 4}".encode(), timestamp=ts, partition=i % 4,
-                      on_delivery=lambda err, m: acked.__setitem__((m.partition(), m.offset()), m.value()))
+            p.produce(
+                settings.topic,
+                snapshot("V1", ts),
+                key=f"V{i % 4}".encode(),
+                timestamp=ts,
+                partition=i % 4,
+                on_delivery=lambda err, m: acked.__setitem__((m.partition(), m.offset()), m.value()),
+            )
             p.poll(0)
             i += 1
             time.sleep(0.01)
@@ -323,6 +378,7 @@ def test_buffer_by_time_with_a_producer_still_writing(settings):
     assert_groups_whole_and_contiguous(settings, _end_offsets(acked))
 
 
+@pytest.mark.kafka_long
 def test_until_idle_drains_even_when_a_pass_is_shorter_than_the_idle_bound(settings):
     """--buffer-seconds 0.5 --until-idle 1: every pass ends by time before it can see 1 s of
     quiet; the run must still notice the drained topic, close the hours and return."""
@@ -336,6 +392,7 @@ def test_until_idle_drains_even_when_a_pass_is_shorter_than_the_idle_bound(setti
 
 # -- completion by watermark ------------------------------------------------------
 
+
 def _follow(settings, expected_offsets: int):
     """Follow mode (no drain: hours close only by watermark) until Bronze holds ``expected_offsets``."""
     for _ in range(10):
@@ -345,17 +402,26 @@ def _follow(settings, expected_offsets: int):
     raise AssertionError(f"follow mode did not read {expected_offsets} offsets")
 
 
+@pytest.mark.kafka_long
 def test_an_hour_closes_when_every_partition_passed_its_end_plus_lateness(settings):
     store = BronzeStore(settings.lake_root)
     closes_at = T0 + HOUR_MS + 120_000  # 09:02:00.000 closes hour 08 (default lateness 2 min)
     # partitions 0..2 are far past 09:02; partition 3 has said nothing yet
-    produce(settings, [(b"k", snapshot("V1", T0 + 600_000), T0 + 600_000, p) for p in range(3)]
-            + [(b"k", snapshot("V1", T0 + HOUR_MS + 1_800_000), T0 + HOUR_MS + 1_800_000, p) for p in range(3)])
+    produce(
+        settings,
+        [(b"k", snapshot("V1", T0 + 600_000), T0 + 600_000, p) for p in range(3)]
+        + [(b"k", snapshot("V1", T0 + HOUR_MS + 1_800_000), T0 + HOUR_MS + 1_800_000, p) for p in range(3)],
+    )
     _follow(settings, 6)
     assert store.complete_hours() == set(), "a silent partition must hold every hour open"
     # partition 3 one millisecond short of the bound
-    produce(settings, [(b"k", snapshot("V1", T0 + 300_000), T0 + 300_000, 3),
-                       (b"k", snapshot("V1", closes_at - 1), closes_at - 1, 3)])
+    produce(
+        settings,
+        [
+            (b"k", snapshot("V1", T0 + 300_000), T0 + 300_000, 3),
+            (b"k", snapshot("V1", closes_at - 1), closes_at - 1, 3),
+        ],
+    )
     _follow(settings, 8)
     assert store.complete_hours() == set(), "closed before every partition passed end + lateness"
     # partition 3 reaches the bound: hour 08 closes, hour 09 stays open
@@ -381,31 +447,49 @@ def test_an_hour_closes_when_every_partition_passed_its_end_plus_lateness(settin
 
 # -- flags and errors -------------------------------------------------------------
 
-@pytest.mark.parametrize("flag", [["--direct_num_workers=2"], ["--direct_num_workers", "2"],
-                                  ["--direct_num_workers=0"]])
+
+@pytest.mark.parametrize(
+    "flag", [["--direct_num_workers=2"], ["--direct_num_workers", "2"], ["--direct_num_workers=0"]]
+)
 def test_more_than_one_worker_is_refused(settings, capsys, flag):
-    rc = main(["ingest", "--lake-root", settings.lake_root, "--bootstrap", settings.bootstrap, "--topic",
-               settings.topic, "--until-idle", "0.5", *flag])
+    rc = main(
+        [
+            "ingest",
+            "--lake-root",
+            settings.lake_root,
+            "--bootstrap",
+            settings.bootstrap,
+            "--topic",
+            settings.topic,
+            "--until-idle",
+            "0.5",
+            *flag,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
     assert "direct_num_workers must be 1" in err and "\n" not in err
 
 
-@pytest.mark.parametrize("argv, code", [
-    (["--until-idle", "-1"], 2),
-    (["--until-idle", "soon"], 2),
-    (["--buffer-bytes", "lots"], 2),
-    (["--buffer-seconds", "0"], 2),
-    (["--poll-batch", "0"], 2),
-    (["--until-idle", "1", "--follow"], 2),
-    (["--kafka-source", "xlang", "--until-idle", "1"], 2),
-    (["--kafka-source", "carrier-pigeon"], 2),
-    (["--until-idel", "1", "--max-seconds", "3"], 2),  # a typo must not be dropped as an unknown Beam option
-    (["--until-idle", "1", "--direct_num_workers=many"], 2),  # a bad value for a Beam option: not pages of usage
-    (["--runner", "FlinkRunner", "--parallelism", "x"], 2),
-    (["--lake-root", "ftp://host/lake", "--until-idle", "1"], 2),
-    (["--bootstrap", "127.0.0.1:1", "--until-idle", "1"], 3),
-])
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["--until-idle", "-1"], 2),
+        (["--until-idle", "soon"], 2),
+        (["--buffer-bytes", "lots"], 2),
+        (["--buffer-seconds", "0"], 2),
+        (["--poll-batch", "0"], 2),
+        (["--until-idle", "1", "--follow"], 2),
+        (["--kafka-source", "xlang", "--until-idle", "1"], 2),
+        (["--kafka-source", "carrier-pigeon"], 2),
+        (["--until-idel", "1", "--max-seconds", "3"], 2),  # a typo must not be dropped as an unknown Beam option
+        (["--until-idle", "1", "--direct_num_workers=many"], 2),  # a bad value for a Beam option: not pages of usage
+        (["--runner", "FlinkRunner", "--parallelism", "x"], 2),
+        (["--lake-root", "ftp://host/lake", "--until-idle", "1"], 2),
+        # waits out the broker connect timeout (~10 s)
+        pytest.param(["--bootstrap", "127.0.0.1:1", "--until-idle", "1"], 3, marks=pytest.mark.slow),
+    ],
+)
 def test_bad_flags_and_unreachable_broker_give_one_line_and_an_exit_code(argv, code, lake_root, capsys):
     started = time.monotonic()
     rc = main(["ingest", "--lake-root", lake_root, *argv])
@@ -418,12 +502,23 @@ def test_bad_flags_and_unreachable_broker_give_one_line_and_an_exit_code(argv, c
 
 
 def test_a_mistyped_topic_is_refused_and_not_created(kafka_bootstrap, lake_root, capsys):
-    from lake.broker import partition_count
-    from lake.errors import BrokerUnavailableError
+    from lake_core.errors import BrokerUnavailableError
+    from lake_core.kafka_admin import partition_count
 
     for _ in range(2):  # the first attempt must not have created it (brokers auto-create named topics)
-        rc = main(["ingest", "--lake-root", lake_root, "--bootstrap", kafka_bootstrap,
-                   "--topic", "vehicle-telemtry", "--until-idle", "1"])
+        rc = main(
+            [
+                "ingest",
+                "--lake-root",
+                lake_root,
+                "--bootstrap",
+                kafka_bootstrap,
+                "--topic",
+                "vehicle-telemtry",
+                "--until-idle",
+                "1",
+            ]
+        )
         err = capsys.readouterr().err.strip()
         assert rc == 3 and "topic 'vehicle-telemtry' does not exist" in err, err
     with pytest.raises(BrokerUnavailableError):

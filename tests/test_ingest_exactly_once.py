@@ -1,5 +1,6 @@
 """Kill the streaming ingest at random moments (SIGKILL), restart it: every
 offset ends in Bronze or rejects exactly once (contract section 2)."""
+
 import glob
 import os
 import random
@@ -8,26 +9,59 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from beam_pipelines.ingest.bronze_state import BronzeStore
 from lake.cli import main
+from lake_schemas.paths import HOUR_MS
+from lake_schemas.topics import DLQ_HEADER_SOURCE
+from support.ingest_helpers import (
+    T0,
+    all_files,
+    assert_groups_whole_and_contiguous,
+    consume,
+    groups,
+    hour_of_path,
+    ingest,
+    markers,
+    offsets_held,
+    produce,
+    rows_by_offset,
+    snapshot,
+    tree,
+)
 
-from ingest_helpers import (HOUR_MS, T0, all_files, assert_groups_whole_and_contiguous, groups, hour_of_path,
-                            ingest, markers, offsets_held, produce, rows_by_offset, snapshot, tree)
+pytestmark = pytest.mark.kafka_long
 
 N = 8000
 BAD_EVERY = 97
 
 
 def _ingest_cmd(settings):
-    return [sys.executable, "-m", "lake.cli", "ingest", "--lake-root", settings.lake_root, "--bootstrap",
-            settings.bootstrap, "--topic", settings.topic, "--until-idle", "1", "--buffer-bytes", "20K",
-            "--poll-batch", "100", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "lake.cli",
+        "ingest",
+        "--lake-root",
+        settings.lake_root,
+        "--bootstrap",
+        settings.bootstrap,
+        "--topic",
+        settings.topic,
+        "--until-idle",
+        "1",
+        "--buffer-bytes",
+        "20K",
+        "--poll-batch",
+        "100",
+        "--no-progress",
+    ]
 
 
 def _half_done(settings) -> int:
     """Groups with files missing, and temporary files: what a kill mid-commit leaves."""
-    incomplete = sum(1 for members in groups(settings).values() for _, _, count, paths in members
-                     if len(paths) < count)
+    incomplete = sum(1 for members in groups(settings).values() for _, _, count, paths in members if len(paths) < count)
     temps = len(glob.glob(f"{settings.lake_root}/bronze/**/.*.inprogress", recursive=True))
     return incomplete + temps
 
@@ -58,8 +92,9 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(settings):
     rng = random.Random(20261123)
     kills, mid_ingest, half_done = [], 0, 0
     for attempt in range(8):
-        proc = subprocess.Popen(_ingest_cmd(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            _ingest_cmd(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         if attempt % 2 == 0:  # a random moment
             delay = rng.uniform(1.5, 4.5)
             time.sleep(delay)
@@ -87,11 +122,18 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(settings):
     assert "ingested" in done.stdout
 
     held = offsets_held(settings)
-    assert set(held) == set(produced), f"missing {len(set(produced) - set(held))}, extra {len(set(held) - set(produced))}"
+    assert set(held) == set(produced), (
+        f"missing {len(set(produced) - set(held))}, extra {len(set(held) - set(produced))}"
+    )
     assert set(held.values()) == {1}
     rejects = rows_by_offset(settings, "rejects")
     assert set(rejects) == {k for k, v in produced.items() if v.startswith(b"garbage")}
     assert {r["reason"] for r in rejects.values()} == {"not_json"}
+    # The DLQ is written before the commit that holds a reject: a kill may double a DLQ message, never lose one.
+    dlq = consume(settings.bootstrap, settings.dlq_topic, expected=len(rejects), timeout_s=30)
+    sources = {dict(m.headers())[DLQ_HEADER_SOURCE].decode() for m in dlq}
+    assert sources >= {f"{settings.topic}/{p}/{o}" for p, o in rejects}, "a reject never reached the DLQ"
+    assert {m.value() for m in dlq} == {produced[k] for k in rejects}  # byte for byte
     ends = {p: max(o for q, o in produced if q == p) for p in range(4)}
     assert_groups_whole_and_contiguous(settings, ends)  # nothing else is there
     assert not glob.glob(f"{settings.lake_root}/bronze/**/.*", recursive=True)
@@ -100,15 +142,20 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(settings):
 
 def test_half_committed_group_is_deleted_and_read_again(settings, capsys):
     def part(start_ms, minutes, partition_bad=None):
-        out = [(f"V{p}".encode(), snapshot(f"V{p}", start_ms + m * 60_000 + p), start_ms + m * 60_000 + p, p)
-               for m in range(minutes) for p in range(4)]
+        out = [
+            (f"V{p}".encode(), snapshot(f"V{p}", start_ms + m * 60_000 + p), start_ms + m * 60_000 + p, p)
+            for m in range(minutes)
+            for p in range(4)
+        ]
         if partition_bad is not None:
             out.append((b"x", b"{broken", start_ms + 61 * 60_000, partition_bad))
         return out
 
     # run 1: hour 08, and every partition past 09:02, so hour 08 closes by watermark
-    first = produce(settings, part(T0, 60) + [(b"k", snapshot("k", T0 + HOUR_MS + 300_000), T0 + HOUR_MS + 300_000, p)
-                                              for p in range(4)])
+    first = produce(
+        settings,
+        part(T0, 60) + [(b"k", snapshot("k", T0 + HOUR_MS + 300_000), T0 + HOUR_MS + 300_000, p) for p in range(4)],
+    )
     ingest(settings, until_idle=None, follow=True, max_seconds=1.5, idle_flush_seconds=0.3)
     assert BronzeStore(settings.lake_root).complete_hours() == {T0}
     # run 2: 09:10 .. 10:01 (hours 09 and 10 stay open) and a reject: partition 0 writes a group of three files
@@ -122,8 +169,10 @@ def test_half_committed_group_is_deleted_and_read_again(settings, capsys):
     # the pass "died" before its last rename, and before it wrote a marker
     os.remove(paths[1])
     hour9 = os.path.dirname(paths[0]).replace("/_rejects/", "/telemetry/")
-    stray = [os.path.join(os.path.dirname(paths[2]), f".{os.path.basename(paths[2])}.inprogress"),
-             os.path.join(hour9, "._COMPLETE.inprogress")]
+    stray = [
+        os.path.join(os.path.dirname(paths[2]), f".{os.path.basename(paths[2])}.inprogress"),
+        os.path.join(hour9, "._COMPLETE.inprogress"),
+    ]
     for path in stray:
         with open(path, "wb") as f:
             f.write(b"half")
@@ -131,16 +180,27 @@ def test_half_committed_group_is_deleted_and_read_again(settings, capsys):
     assert BronzeStore(settings.lake_root).state(4).next_offsets[0] == last_ + 1  # resume would skip the lost range
     before = tree(settings.lake_root)
 
-    rc = main(["ingest", "--lake-root", settings.lake_root, "--bootstrap", settings.bootstrap, "--topic",
-               settings.topic, "--until-idle", "0.5", "--no-progress"])
+    rc = main(
+        [
+            "ingest",
+            "--lake-root",
+            settings.lake_root,
+            "--bootstrap",
+            settings.bootstrap,
+            "--topic",
+            settings.topic,
+            "--until-idle",
+            "0.5",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert "recovered: deleted 4 half-committed file(s)" in capsys.readouterr().err
     after = tree(settings.lake_root)
     touched = {os.path.join(settings.lake_root, k) for k, v in before.items() if after.get(k) != v}
     assert touched == {paths[0], paths[2], *stray}  # the rest of the group and the temporaries, nothing else
     assert all(os.path.exists(p) for p in paths)  # the range was read again: the same group, whole
-    assert {k: v for k, v in after.items() if "/hour=08/" in k} == {k: v for k, v in before.items()
-                                                                  if "/hour=08/" in k}
+    assert {k: v for k, v in after.items() if "/hour=08/" in k} == {k: v for k, v in before.items() if "/hour=08/" in k}
     held = offsets_held(settings)
     assert set(held) == set(first) | set(second) and set(held.values()) == {1}
     # the range was read again into the hours of its record timestamps (still open)

@@ -4,6 +4,7 @@ Two lakes: a Bronze-only one whose ingest groups make retention keep some
 expired hours (the ingest's checkpoint), and the scenario lake after real
 Silver and Gold runs (Silver and Gold days 2026-02-23 and 2026-03-01).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -18,15 +19,15 @@ import pytest
 from deltalake import DeltaTable
 
 from beam_pipelines.ingest.bronze_state import WATERMARK_KEY, BronzeStore
-from bronze_builder import HOUR, SECOND, ms
 from lake.cli import main
-from lake.errors import ConfigError
 from lake.lifecycle.audit import read_records
-from lake.maintenance import maintain
+from lake.lifecycle.maintenance import maintain
+from lake_core.errors import ConfigError
+from lake_core.storage import delta_dataset
 from lake_schemas import BRONZE_SCHEMA, BronzeFileName, LakePaths
 from lake_schemas.paths import hour_partition
-from lake_schemas.storage import delta_dataset
-from lifecycle_helpers import DELTA_TABLES, build_scenario_lake, copy_lake, rows, tree, versions, write_group
+from support.bronze_builder import HOUR, SECOND, ms
+from support.lifecycle_helpers import DELTA_TABLES, build_scenario_lake, copy_lake, rows, tree, versions, write_group
 
 UTC = dt.timezone.utc
 
@@ -48,9 +49,20 @@ PARTITIONS = 3
 
 def _rows(partition: int, first: int, count: int, hour_ms: int, reject: bool = False) -> list:
     extra = {"reason": "not_json", "reason_detail": "test"} if reject else {}
-    return [{"kafka_topic": "vehicle-telemetry", "kafka_partition": partition, "kafka_offset": first + i,
-             "ingest_ts": hour_ms + i * SECOND, "key": "V1", "payload": "{}", "vehicle_id": "V1",
-             "event_ts": hour_ms, **extra} for i in range(count)]
+    return [
+        {
+            "kafka_topic": "vehicle-telemetry",
+            "kafka_partition": partition,
+            "kafka_offset": first + i,
+            "ingest_ts": hour_ms + i * SECOND,
+            "key": "V1",
+            "payload": "{}",
+            "vehicle_id": "V1",
+            "event_ts": hour_ms,
+            **extra,
+        }
+        for i in range(count)
+    ]
 
 
 def _split_group(root: str, partition: int, first: int, parts: list) -> None:
@@ -69,8 +81,14 @@ def _split_group(root: str, partition: int, first: int, parts: list) -> None:
 def build_bronze(root: str) -> None:
     """Expired hours 03-02T05, 03-03T10, 03-03T11, 03-04T23; kept 03-05T00, 03-05T02, 03-09T12."""
     h = lambda text: ms(f"2026-03-{text}:00:00")  # noqa: E731
-    write_group(root, 0, h("03T10"), _rows(0, 0, 2, h("03T10")), _rows(0, 2, 1, h("03T10"), reject=True),
-                watermark_ms=h("03T11"))
+    write_group(
+        root,
+        0,
+        h("03T10"),
+        _rows(0, 0, 2, h("03T10")),
+        _rows(0, 2, 1, h("03T10"), reject=True),
+        watermark_ms=h("03T11"),
+    )
     write_group(root, 0, h("04T23"), _rows(0, 3, 2, h("04T23")), [], watermark_ms=h("05T00"))
     write_group(root, 0, h("05T00"), _rows(0, 5, 2, h("05T00")), [], watermark_ms=h("05T01"))
     write_group(root, 0, h("09T12"), _rows(0, 7, 2, h("09T12")), [], watermark_ms=h("09T13"))
@@ -84,7 +102,7 @@ def bronze_hours(root: str) -> set:
     found = set()
     for table in ("bronze_telemetry", "bronze_rejects"):
         base = LakePaths(root).table(table)
-        for directory, _, files in os.walk(base):
+        for directory, _, _files in os.walk(base):
             if os.path.basename(directory).startswith("hour="):
                 found.add((table, os.path.relpath(directory, base)))
     return found
@@ -114,8 +132,11 @@ def test_bronze_retention_deletes_expired_hours_except_what_the_ingest_needs(bro
     before = bronze_hours(root)
     report = maintain(root, now=BRONZE_NOW, bronze_days=5, progress=quiet)
 
-    gone = {("bronze_telemetry", _hour("2026-03-03T10")), ("bronze_rejects", _hour("2026-03-03T10")),
-            ("bronze_telemetry", _hour("2026-03-04T23"))}
+    gone = {
+        ("bronze_telemetry", _hour("2026-03-03T10")),
+        ("bronze_rejects", _hour("2026-03-03T10")),
+        ("bronze_telemetry", _hour("2026-03-04T23")),
+    }
     assert before - bronze_hours(root) == gone
     assert bronze_hours(root) == before - gone
     assert not os.path.exists(f"{LakePaths(root).bronze}/year=2026/month=03/day=04")  # emptied day folder
@@ -149,13 +170,15 @@ def test_bronze_dry_run_and_second_run_change_nothing(bronze_copy):
     dry = maintain(root, now=BRONZE_NOW, bronze_days=5, dry_run=True, progress=quiet)
     assert tree(root) == files
     real = maintain(root, now=BRONZE_NOW, bronze_days=5, progress=quiet)
-    assert [(t.partitions_removed, t.rows_removed, t.files_after) for t in dry.tables[:2]] == \
-           [(t.partitions_removed, t.rows_removed, t.files_after) for t in real.tables[:2]]
+    assert [(t.partitions_removed, t.rows_removed, t.files_after) for t in dry.tables[:2]] == [
+        (t.partitions_removed, t.rows_removed, t.files_after) for t in real.tables[:2]
+    ]
     files = tree(root)
     again = maintain(root, now=BRONZE_NOW, bronze_days=5, progress=quiet)
     assert again.rows_removed == 0
-    assert {p for p in set(files) | set(tree(root)) if files.get(p) != tree(root).get(p)} == \
-           {"_audit/maintenance.jsonl"}
+    assert {p for p in set(files) | set(tree(root)) if files.get(p) != tree(root).get(p)} == {
+        "_audit/maintenance.jsonl"
+    }
 
 
 def test_a_corrupt_expired_bronze_file_is_a_clear_error_and_nothing_is_deleted(bronze_copy, capsys):
@@ -211,12 +234,15 @@ def test_delta_retention_drops_exactly_the_old_partitions(lake_copy):
     assert len(rows(root, "gold_vehicle_state")) == len(before["gold_vehicle_state"]) > 0
 
 
-@pytest.mark.parametrize("now, days, expired", [
-    ("2026-03-01T00:00:00", 6, 0),  # 02-23 ends 02-24T00:00, after the cutoff 02-23T00:00: kept
-    ("2026-03-02T00:00:00", 6, 1),  # cutoff 02-24T00:00: all of 02-23 is older
-    ("2026-03-02T23:59:59", 1, 1),  # cutoff 03-01T23:59:59: 03-01 is not all older yet
-    ("2026-03-03T00:00:00", 1, 2),  # cutoff 03-02T00:00: 03-01 has ended, both days go
-])
+@pytest.mark.parametrize(
+    "now, days, expired",
+    [
+        ("2026-03-01T00:00:00", 6, 0),  # 02-23 ends 02-24T00:00, after the cutoff 02-23T00:00: kept
+        ("2026-03-02T00:00:00", 6, 1),  # cutoff 02-24T00:00: all of 02-23 is older
+        ("2026-03-02T23:59:59", 1, 1),  # cutoff 03-01T23:59:59: 03-01 is not all older yet
+        ("2026-03-03T00:00:00", 1, 2),  # cutoff 03-02T00:00: 03-01 has ended, both days go
+    ],
+)
 def test_a_day_expires_only_once_all_of_it_is_older_than_the_limit(layers_lake, now, days, expired):
     report = maintain(layers_lake, now=at(now), silver_days=days, dry_run=True, progress=quiet)
     assert report.table("silver_telemetry").partitions_removed == expired
@@ -292,8 +318,9 @@ def test_second_run_changes_nothing(lake_copy):
     files, delta_versions = tree(root), versions(root)
     again = maintain(root, now=NOW, progress=quiet, **LIMITS)
     assert versions(root) == delta_versions
-    assert {p for p in set(files) | set(tree(root)) if files.get(p) != tree(root).get(p)} == \
-           {"_audit/maintenance.jsonl"}
+    assert {p for p in set(files) | set(tree(root)) if files.get(p) != tree(root).get(p)} == {
+        "_audit/maintenance.jsonl"
+    }
     assert again.rows_removed == 0 and again.files_vacuumed == 0
     assert all(t.files_before == t.files_after for t in again.tables)
 
@@ -312,20 +339,39 @@ def test_each_run_is_audited(lake_copy):
 
 
 def test_cli_prints_progress_and_the_summary(lake_copy, capsys):
-    assert main(["maintain", "--lake-root", lake_copy, "--now", "2026-03-06T12:00:00Z", "--silver-days", "5",
-                 "--gold-days", "6"]) == 0
+    assert (
+        main(
+            [
+                "maintain",
+                "--lake-root",
+                lake_copy,
+                "--now",
+                "2026-03-06T12:00:00Z",
+                "--silver-days",
+                "5",
+                "--gold-days",
+                "6",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "silver_telemetry: 1 partition(s) before 2026-03-01 deleted" in out
     assert "maintenance of" in out and "compaction" in out
     assert json.loads(open(f"{lake_copy}/_audit/maintenance.jsonl").readline())["limits"]["silver_days"] == 5
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--vacuum-hours", "1"], "under 168 h"),
-    (["--bronze-days", "0"], "bronze_days must be"),
-    (["--now", "yesterday"], "not an ISO 8601 time"),
-    (["--silver-days", "x"], "invalid int value"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--vacuum-hours", "1"], "under 168 h"),
+        (["--bronze-days", "0"], "bronze_days must be"),
+        (["--now", "yesterday"], "not an ISO 8601 time"),
+        (["--silver-days", "x"], "invalid int value"),
+        (["--vacuum-hours", "nan"], "invalid int value"),  # was parsed as a float, and NaN passed the 168 h guard
+        (["--vacuum-hours", "nan", "--force"], "invalid int value"),
+    ],
+)
 def test_bad_flags_are_one_line_errors_with_exit_2(layers_lake, capsys, argv, message):
     files = tree(layers_lake)
     assert main(["maintain", "--lake-root", layers_lake, *argv]) == 2
@@ -334,16 +380,25 @@ def test_bad_flags_are_one_line_errors_with_exit_2(layers_lake, capsys, argv, me
     assert tree(layers_lake) == files
 
 
+@pytest.mark.parametrize("hours", [float("nan"), float("inf"), -1.0, "168"])
+def test_vacuum_hours_that_are_no_number_of_hours_are_refused(layers_lake, hours):
+    with pytest.raises(ConfigError, match="vacuum_hours must be a number of hours"):
+        maintain(layers_lake, vacuum_hours=hours, force=True, dry_run=True)
+
+
 def test_short_vacuum_explains_why_it_needs_force(layers_lake, capsys):
     assert main(["maintain", "--lake-root", layers_lake, "--vacuum-hours", "1"]) == 2
     err = capsys.readouterr().err
     assert "--force" in err and "reader" in err and "in flight" in err
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda tmp: str(tmp / "missing"), "does not exist"),
-    (lambda tmp: str(tmp), "holds none of the lake's tables"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: str(tmp / "missing"), "does not exist"),
+        (lambda tmp: str(tmp), "holds none of the lake's tables"),
+    ],
+)
 def test_a_lake_root_that_is_no_lake_is_a_clear_error(tmp_path, capsys, make, message):
     root = make(tmp_path)
     assert main(["maintain", "--lake-root", root]) == 2

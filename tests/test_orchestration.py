@@ -4,6 +4,7 @@ Hour readiness, the hour or day of a data interval, settings, the run log,
 which Gold days late rows make stale, and the jobs' JSON reports. The DAGs
 themselves run in ``test_dags_run.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,16 +15,16 @@ import shutil
 
 import pytest
 
-import dag_lake
-from bronze_builder import BronzeBuilder, ms
-from lake.errors import ConfigError, LakeDataError, LakeError, QualityGateFailed
 from lake.orchestration import config, dag_defaults
-from lake.orchestration.bronze_hours import HourState, bronze_hour_state, later_hour_complete
 from lake.orchestration.daily import day_hours_pending, silver_day_has_files
 from lake.orchestration.intervals import hour_start_ms, interval_day, interval_hour
 from lake.orchestration.late_data import gold_days_to_recompute, silver_days_from_hour
 from lake.orchestration.run_log import read_record, record_silver_hour, silver_hours_recorded
+from lake_core.bronze.readiness import HourState, bronze_hour_state, later_hour_complete
+from lake_core.errors import ConfigError, LakeDataError, LakeError, QualityGateFailed
 from lake_schemas import LakePaths
+from support import dag_lake
+from support.bronze_builder import BronzeBuilder, ms
 
 UTC = dt.timezone.utc
 
@@ -47,15 +48,18 @@ def lake(built, tmp_path):
 
 
 # -- Bronze hours ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("hour, state", [
-    (dag_lake.GOOD_HOUR, HourState.READY),
-    ("2026-03-01T02", HourState.EMPTY),  # no data before the first hour: the ingest has moved past it
-    ("2026-03-01T23", HourState.EMPTY),
-    ("2026-03-02T07", HourState.EMPTY),  # across a day boundary
-    (dag_lake.BAD_HOUR, HourState.READY),
-    ("2026-03-03T06", HourState.WAITING),  # after the last complete hour: more may still come
-    ("2027-01-01T00", HourState.WAITING),
-])
+@pytest.mark.parametrize(
+    "hour, state",
+    [
+        (dag_lake.GOOD_HOUR, HourState.READY),
+        ("2026-03-01T02", HourState.EMPTY),  # no data before the first hour: the ingest has moved past it
+        ("2026-03-01T23", HourState.EMPTY),
+        ("2026-03-02T07", HourState.EMPTY),  # across a day boundary
+        (dag_lake.BAD_HOUR, HourState.READY),
+        ("2026-03-03T06", HourState.WAITING),  # after the last complete hour: more may still come
+        ("2027-01-01T00", HourState.WAITING),
+    ],
+)
 def test_bronze_hour_state(built, hour, state):
     assert bronze_hour_state(built, hour_start_ms(hour)) is state
 
@@ -90,16 +94,21 @@ def test_interval_hour_is_the_interval_start():
     # A scheduled run at logical date 08:00 covers 08:00-09:00; `dags test` at 09:00 covers the same hour.
     assert interval_hour(at("2026-03-01T08:00:00"), at("2026-03-01T09:00:00")) == "2026-03-01T08"
     offset = dt.timezone(dt.timedelta(hours=2))
-    assert interval_hour(dt.datetime(2026, 3, 1, 10, tzinfo=offset), dt.datetime(2026, 3, 1, 11, tzinfo=offset)) \
+    assert (
+        interval_hour(dt.datetime(2026, 3, 1, 10, tzinfo=offset), dt.datetime(2026, 3, 1, 11, tzinfo=offset))
         == "2026-03-01T08"
+    )
 
 
-@pytest.mark.parametrize("start, end", [
-    (at("2026-03-01T08:00:00"), at("2026-03-01T10:00:00")),
-    (at("2026-03-01T08:30:00"), at("2026-03-01T09:30:00")),
-    (dt.datetime(2026, 3, 1, 8), dt.datetime(2026, 3, 1, 9)),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        (at("2026-03-01T08:00:00"), at("2026-03-01T10:00:00")),
+        (at("2026-03-01T08:30:00"), at("2026-03-01T09:30:00")),
+        (dt.datetime(2026, 3, 1, 8), dt.datetime(2026, 3, 1, 9)),
+        (None, None),
+    ],
+)
 def test_interval_hour_refuses_anything_but_one_utc_hour(start, end):
     with pytest.raises(ConfigError):
         interval_hour(start, end)
@@ -119,8 +128,11 @@ def test_interval_day_from_the_interval_or_conf():
 def test_job_config_variables_win_over_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("LAKE_ROOT", "/from/env")
     monkeypatch.setenv("LAKE_BEAM_RUNNER", "FlinkRunner")
-    variables = {"lake_root": str(tmp_path), "lake_beam_options": '{"flink_master": "flink:8081", "shards": 8}',
-                 "lake_silver_max_quarantine_rate": "0.25"}
+    variables = {
+        "lake_root": str(tmp_path),
+        "lake_beam_options": '{"flink_master": "flink:8081", "shards": 8}',
+        "lake_silver_max_quarantine_rate": "0.25",
+    }
     got = config.job_config(variables.get)
     assert got == config.JobConfig(str(tmp_path), "FlinkRunner", {"flink_master": "flink:8081", "shards": 8}, 0.25)
 
@@ -133,14 +145,17 @@ def test_job_config_defaults(monkeypatch):
     assert got == config.JobConfig(os.path.abspath("relative/lake"), "FnApiRunner", {}, 0.1)
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({}, "set the Airflow Variable lake_root"),
-    ({"lake_root": "/l", "lake_beam_options": "{flink"}, "lake_beam_options is not JSON"),
-    ({"lake_root": "/l", "lake_beam_options": "[1]"}, "must be a JSON object"),
-    ({"lake_root": "/l", "lake_silver_max_quarantine_rate": "lots"}, "not a number"),
-    ({"lake_root": "/l", "lake_silver_max_quarantine_rate": "1.5"}, "between 0 and 1"),
-    ({"lake_root": "ftp://x"}, "unsupported lake root"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({}, "set the Airflow Variable lake_root"),
+        ({"lake_root": "/l", "lake_beam_options": "{flink"}, "lake_beam_options is not JSON"),
+        ({"lake_root": "/l", "lake_beam_options": "[1]"}, "must be a JSON object"),
+        ({"lake_root": "/l", "lake_silver_max_quarantine_rate": "lots"}, "not a number"),
+        ({"lake_root": "/l", "lake_silver_max_quarantine_rate": "1.5"}, "between 0 and 1"),
+        ({"lake_root": "ftp://x"}, "unsupported lake root"),
+    ],
+)
 def test_job_config_errors_name_the_setting(monkeypatch, variables, message):
     for name in ("LAKE_ROOT", "LAKE_BEAM_OPTIONS", "LAKE_SILVER_MAX_QUARANTINE_RATE"):
         monkeypatch.delenv(name, raising=False)
@@ -196,8 +211,7 @@ def test_late_rows_make_earlier_gold_days_stale(lake):
     run_silver(SilverOptions(lake, dag_lake.LATE_HOUR, gate=False))
     # D1's rows of 23:58 went to 2026-03-01, D2's to 2026-03-02 (its own day, no Gold: ahead of its daily run).
     assert gold_days_to_recompute(lake, late) == [dag_lake.DAY]
-    assert silver_days_from_hour(lake, late, {dag_lake.DAY, dt.date(2026, 3, 2)}) == {dag_lake.DAY,
-                                                                                      dt.date(2026, 3, 2)}
+    assert silver_days_from_hour(lake, late, {dag_lake.DAY, dt.date(2026, 3, 2)}) == {dag_lake.DAY, dt.date(2026, 3, 2)}
 
 
 def test_duplicates_of_rows_already_in_silver_are_not_late_rows(lake):
@@ -242,8 +256,13 @@ def test_a_job_reports_its_outcome_as_json(tmp_path):
 
     path = str(tmp_path / "r.json")
     assert job(_Options(path)).counters == {"inserted": 3}
-    assert read_report(path) == {"job": "silver", "ok": True, "summary": "done 2026-03-01T08",
-                                 "hour": "2026-03-01T08", "counters": {"inserted": 3}}
+    assert read_report(path) == {
+        "job": "silver",
+        "ok": True,
+        "summary": "done 2026-03-01T08",
+        "hour": "2026-03-01T08",
+        "counters": {"inserted": 3},
+    }
     with pytest.raises(QualityGateFailed):
         job(_Options(path), fail=QualityGateFailed("silver batch failed its quality gate: rate"))
     assert json.load(open(path))["exit_code"] == 5
@@ -279,8 +298,9 @@ def test_an_interrupted_task_stops_its_job(tmp_path):
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])  # e.g. a broker
     with pytest.raises(KeyboardInterrupt):
         with _job_stops_with_the_task():
-            job = subprocess.Popen([sys.executable, "-c", f"open({str(started)!r}, 'w').close(); "
-                                    "import time; time.sleep(600)"])
+            job = subprocess.Popen(
+                [sys.executable, "-c", f"open({str(started)!r}, 'w').close(); import time; time.sleep(600)"]
+            )
             while not started.exists():
                 time.sleep(0.05)
             raise KeyboardInterrupt  # what a task timeout or kill raises in the task's process

@@ -1,14 +1,14 @@
 """The shared consumer behind the ingest's partition readers, on the real broker: every
 partition's records come back in offset order, exactly once, whichever partition asks first,
 and a reader that restarts elsewhere (a split, a retry) gets exactly the records from there."""
+
 import time
 
 import pytest
 
 import beam_pipelines.ingest.partition_fetcher as pf
 from beam_pipelines.ingest.partition_fetcher import PartitionFetcher
-
-from ingest_helpers import T0, produce, snapshot
+from support.ingest_helpers import T0, produce, snapshot
 
 PER_PARTITION = 300
 

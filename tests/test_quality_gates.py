@@ -1,4 +1,5 @@
 """The quality gates (Great Expectations): a failing batch is not published."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,10 +11,10 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-import lake_scenario as sc
 from lake.cli import main
-from lake.errors import QualityGateFailed
+from lake_core.errors import QualityGateFailed
 from lake_schemas import LakePaths
+from support import lake_scenario as sc
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,10 @@ def test_a_failing_silver_batch_is_not_published(lake, capsys):
     # Hour 08 quarantines 9 of its 38 Bronze rows: more than the default 10%.
     assert main(["silver", "--hour", sc.H08, "--lake-root", lake]) == 5
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("lake: error: silver batch 2026-03-01T08 failed its quality gate (nothing was "
-                              "published): silver_quarantine_rate")
+    assert err[-1].startswith(
+        "lake: error: silver batch 2026-03-01T08 failed its quality gate (nothing was "
+        "published): silver_quarantine_rate"
+    )
     assert "9 of 38 rows (23.7%)" in err[-1]
     paths = LakePaths(lake)
     assert not DeltaTable.is_deltatable(paths.table("silver_telemetry"))
@@ -53,6 +56,7 @@ def test_a_higher_threshold_publishes_and_records_the_warning(lake, capsys):
     assert summary["success"] is True and summary["warnings"] == ["silver_vehicle_registered"]
 
 
+@pytest.mark.slow
 def test_gold_gate_passes_and_validate_commands_agree(lake, capsys):
     assert main(["silver", "--hour", sc.H09, "--lake-root", lake, "--max-quarantine-rate", "0.5"]) == 0
     assert main(["gold", "--date", "2026-03-01", "--lake-root", lake]) == 0
@@ -63,6 +67,7 @@ def test_gold_gate_passes_and_validate_commands_agree(lake, capsys):
     assert "gold 2026-03-01: " in out and "no failed rule" in out
 
 
+@pytest.mark.slow
 def test_validate_silver_hour_is_a_dry_run(lake, capsys):
     version = DeltaTable(LakePaths(lake).table("silver_telemetry")).version()
     assert main(["validate", "silver", "--hour", sc.H08, "--lake-root", lake]) == 5
@@ -71,9 +76,14 @@ def test_validate_silver_hour_is_a_dry_run(lake, capsys):
 
 
 def test_gold_gate_checks_reconciliation_and_keys(lake):
-    from beam_pipelines.gold.compute import GoldParts, finish_zone_hourly, vehicle_hourly, vehicle_state, \
-        zone_hourly_partial
-    from lake_schemas.storage import delta_dataset
+    from beam_pipelines.gold.compute import (
+        GoldParts,
+        finish_zone_hourly,
+        vehicle_hourly,
+        vehicle_state,
+        zone_hourly_partial,
+    )
+    from lake_core.storage import delta_dataset
     from lake_schemas.tables import SILVER_SCHEMA
     from quality.gates import GoldGate
 
@@ -96,7 +106,7 @@ def test_gold_gate_checks_reconciliation_and_keys(lake):
 
 
 def test_silver_gate_fails_on_duplicate_keys(lake):
-    from lake_schemas.storage import delta_dataset
+    from lake_core.storage import delta_dataset
     from lake_schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA
     from quality.gates import SilverGate
 

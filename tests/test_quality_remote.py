@@ -1,6 +1,7 @@
 """A gate on a lake in object storage keeps its results and its Data Docs pages there too
 (``{LAKE_ROOT}/_quality/``), written through the lake's own filesystem; a loopback S3 endpoint
 stands in for MinIO/S3."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -9,8 +10,7 @@ import pytest
 from lake_schemas.tables import BRONZE_SCHEMA
 from quality.gates import BronzeGate
 from quality.runner import remote_docs_index
-
-from fake_s3 import FakeS3
+from support.fake_s3 import FakeS3
 
 HOUR = "2026-03-01T08"
 T0 = 1772352000000  # 2026-03-01T08:00:00Z
@@ -18,11 +18,16 @@ T0 = 1772352000000  # 2026-03-01T08:00:00Z
 
 @pytest.fixture
 def s3_lake(monkeypatch):
-    from lake_schemas import storage
+    from lake_core import storage
 
     with FakeS3() as s3:
-        for key, value in {"AWS_ENDPOINT_URL": s3.url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                           "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}.items():
+        for key, value in {
+            "AWS_ENDPOINT_URL": s3.url,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+        }.items():
             monkeypatch.setenv(key, value)
         storage.filesystem.cache_clear()
         yield s3, "s3://lake"
@@ -32,12 +37,21 @@ def s3_lake(monkeypatch):
 def _bronze_rows(n: int) -> pa.Table:
     ts = pa.array([T0 + i * 1000 for i in range(n)], pa.int64())
     columns = {
-        "kafka_topic": ["vehicle-telemetry"] * n, "kafka_partition": pa.array([0] * n, pa.int32()),
-        "kafka_offset": pa.array(range(n), pa.int64()), "ingest_ts": ts, "key": [f"V{i % 3}" for i in range(n)],
-        "payload": ['{"x": 1}'] * n, "vehicle_id": [f"V{i % 3}" for i in range(n)], "event_ts": ts,
+        "kafka_topic": ["vehicle-telemetry"] * n,
+        "kafka_partition": pa.array([0] * n, pa.int32()),
+        "kafka_offset": pa.array(range(n), pa.int64()),
+        "ingest_ts": ts,
+        "key": [f"V{i % 3}" for i in range(n)],
+        "payload": ['{"x": 1}'] * n,
+        "vehicle_id": [f"V{i % 3}" for i in range(n)],
+        "event_ts": ts,
     }
-    arrays = [pa.array(columns[f.name]).cast(f.type) if not isinstance(columns[f.name], pa.Array)
-              else columns[f.name].cast(f.type) for f in BRONZE_SCHEMA]
+    arrays = [
+        pa.array(columns[f.name]).cast(f.type)
+        if not isinstance(columns[f.name], pa.Array)
+        else columns[f.name].cast(f.type)
+        for f in BRONZE_SCHEMA
+    ]
     return pa.Table.from_arrays(arrays, schema=BRONZE_SCHEMA)
 
 

@@ -1,4 +1,5 @@
 """The vehicle registry dims/vehicles: idempotent upserts, strict CSV import."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -7,16 +8,16 @@ import pytest
 from deltalake import DeltaTable
 
 from edge_client.config import SimulationConfig
-from edge_client.registry import (
+from edge_client.simulate import build_fleet
+from lake.cli import main
+from lake.commands.simulate import register_fleet
+from lake_core.errors import LakeDataError
+from lake_core.registry import (
     import_registry_csv,
     read_registry,
-    register_fleet,
     registry_path,
     upsert_vehicles,
 )
-from edge_client.simulate import build_fleet
-from lake.cli import main
-from lake.errors import LakeDataError
 from lake_schemas import REGISTRY_SCHEMA
 
 START_MS = 1_772_352_000_000
@@ -85,16 +86,19 @@ def test_import_csv(lake_root, tmp_path):
     assert import_registry_csv(lake_root, csv).unchanged == 2  # idempotent
 
 
-@pytest.mark.parametrize("text, lines", [
-    ("vehicle_id,vehicle_type\nV1,car\nV 2,car\nV3,scooter\nV4!,car\n", ["line 3", "line 5"]),
-    ("vehicle_id,vehicle_type\nV1,car\nV2,\nV3,  \n", ["line 3", "line 4", "empty vehicle_type"]),
-    ("vehicle_id,vehicle_type\nV1,car\nV2\n", ["line 3", "1 column"]),
-    ("vehicle_id,vehicle_type\nV1,car\nV2,ebike\nV1,scooter\n", ["lines 2 and 4", "V1"]),
-    ("vehicle_id,type\nV1,car\n", ["line 1", "vehicle_type"]),
-    ("vehicle_id,vehicle_type\n" + "x" * 65 + ",car\n", ["line 2"]),
-    ("", ["empty file"]),
-    ("vehicle_id,vehicle_type\n", ["no vehicles"]),
-])
+@pytest.mark.parametrize(
+    "text, lines",
+    [
+        ("vehicle_id,vehicle_type\nV1,car\nV 2,car\nV3,scooter\nV4!,car\n", ["line 3", "line 5"]),
+        ("vehicle_id,vehicle_type\nV1,car\nV2,\nV3,  \n", ["line 3", "line 4", "empty vehicle_type"]),
+        ("vehicle_id,vehicle_type\nV1,car\nV2\n", ["line 3", "1 column"]),
+        ("vehicle_id,vehicle_type\nV1,car\nV2,ebike\nV1,scooter\n", ["lines 2 and 4", "V1"]),
+        ("vehicle_id,type\nV1,car\n", ["line 1", "vehicle_type"]),
+        ("vehicle_id,vehicle_type\n" + "x" * 65 + ",car\n", ["line 2"]),
+        ("", ["empty file"]),
+        ("vehicle_id,vehicle_type\n", ["no vehicles"]),
+    ],
+)
 def test_bad_csv_rows_name_their_lines_and_leave_the_table_untouched(lake_root, tmp_path, text, lines):
     upsert_vehicles(lake_root, ["V1", "V9"], ["ebike", "car"], START_MS)
     before, v0 = rows(lake_root), version(lake_root)
@@ -128,8 +132,18 @@ def test_cli_registry_import(lake_root, tmp_path, capsys):
 
 
 def test_cli_simulate_registers_the_fleet_unless_told_not_to(lake_root, tmp_path):
-    common = ["simulate", "--vehicles", "6", "--duration", "10s", "--sink", f"jsonl:{tmp_path / 'o.jsonl'}",
-              "--lake-root", lake_root, "--no-progress"]
+    common = [
+        "simulate",
+        "--vehicles",
+        "6",
+        "--duration",
+        "10s",
+        "--sink",
+        f"jsonl:{tmp_path / 'o.jsonl'}",
+        "--lake-root",
+        lake_root,
+        "--no-progress",
+    ]
     assert main([*common, "--no-registry"]) == 0
     assert read_registry(lake_root).num_rows == 0
     assert main([*common, "--start", "2026-03-02T00:00:00Z"]) == 0

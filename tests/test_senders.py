@@ -1,4 +1,5 @@
 """The sinks: Kafka (the embedded Tansu broker), MQTT (local Mosquitto), a file, the spool."""
+
 from __future__ import annotations
 
 import collections
@@ -9,12 +10,15 @@ import time
 import pytest
 
 from edge_client.config import Imperfections, SimulationConfig
+from edge_client.errors import DeliveryError as LakeError
+from edge_client.errors import UplinkUnavailableError as BrokerUnavailableError
 from edge_client.offline_buffer import SpoolingSender
 from edge_client.senders import CollectingSender, JsonlSender, KafkaSender, MqttSender, read_jsonl
 from edge_client.simulate import message_batches, simulate
-from lake import broker as embedded
 from lake.cli import main
-from lake.errors import BrokerUnavailableError, LakeError
+from lake.local import broker as embedded
+from lake_core import kafka_admin
+from lake_core.processes import free_port
 
 START_MS = 1_772_352_000_000
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
@@ -24,7 +28,7 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 20
     """Read ``topic`` from the start of every partition (assigned, not a group: joins are slow on Tansu)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-    partitions = embedded.partition_count(bootstrap, topic)
+    partitions = kafka_admin.partition_count(bootstrap, topic)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader", "enable.auto.commit": False})
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     records = []
@@ -42,8 +46,14 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 20
 def test_kafka_sender_keys_by_vehicle_and_stamps_simulated_send_time(settings):
     from confluent_kafka import TIMESTAMP_CREATE_TIME
 
-    cfg = SimulationConfig(vehicles=30, duration_s=120, start_ms=START_MS, shape="mixed", seed=5,
-                           imperfections=Imperfections(0.01, 0.1, 0.01, 0.01))
+    cfg = SimulationConfig(
+        vehicles=30,
+        duration_s=120,
+        start_ms=START_MS,
+        shape="mixed",
+        seed=5,
+        imperfections=Imperfections(0.01, 0.1, 0.01, 0.01),
+    )
     expected = collections.Counter()
     for batch in message_batches(cfg):
         expected.update(zip(batch.keys, batch.values, batch.timestamps_ms))
@@ -65,16 +75,17 @@ def test_kafka_sender_keys_by_vehicle_and_stamps_simulated_send_time(settings):
 
 
 def test_kafka_sender_fails_fast_when_no_broker_answers():
-    port = embedded.free_port()
+    port = free_port()
     started = time.monotonic()
     with pytest.raises(BrokerUnavailableError, match=f"127.0.0.1:{port}"):
         KafkaSender(f"127.0.0.1:{port}", "vehicle-telemetry", connect_timeout_s=1.0)
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_kafka_sender_close_raises_when_messages_are_lost(tmp_path):
     root = str(tmp_path)
-    info = embedded.start_broker(root, port=embedded.free_port(), partitions=1, topics=["lost"])
+    info = embedded.start_broker(root, port=free_port(), partitions=1, topics=["lost"])
     try:
         sender = KafkaSender(info.bootstrap, "lost", config={"message.timeout.ms": 1000})
     finally:
@@ -86,9 +97,25 @@ def test_kafka_sender_close_raises_when_messages_are_lost(tmp_path):
 
 
 def test_cli_simulate_to_kafka(settings, capsys):
-    code = main(["simulate", "--vehicles", "8", "--duration", "1m", "--bootstrap", settings.bootstrap,
-                 "--topic", settings.topic, "--lake-root", settings.lake_root, "--no-progress",
-                 "--no-registry", "--bad-rate", "0"])
+    code = main(
+        [
+            "simulate",
+            "--vehicles",
+            "8",
+            "--duration",
+            "1m",
+            "--bootstrap",
+            settings.bootstrap,
+            "--topic",
+            settings.topic,
+            "--lake-root",
+            settings.lake_root,
+            "--no-progress",
+            "--no-registry",
+            "--bad-rate",
+            "0",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     sent = int(out.split("sent ", 1)[1].split(" messages")[0].replace(",", ""))
@@ -96,9 +123,21 @@ def test_cli_simulate_to_kafka(settings, capsys):
     assert len(consume_all(settings.bootstrap, settings.topic, sent)) == sent
 
 
+@pytest.mark.slow
 def test_cli_simulate_unreachable_kafka_is_one_line(tmp_path, capsys):
-    code = main(["simulate", "--vehicles", "2", "--duration", "10s", "--lake-root", str(tmp_path),
-                 "--bootstrap", f"127.0.0.1:{embedded.free_port()}"])
+    code = main(
+        [
+            "simulate",
+            "--vehicles",
+            "2",
+            "--duration",
+            "10s",
+            "--lake-root",
+            str(tmp_path),
+            "--bootstrap",
+            f"127.0.0.1:{free_port()}",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == BrokerUnavailableError.exit_code
     assert len(err) == 1 and "no Kafka broker answers" in err[0]
@@ -133,8 +172,9 @@ def _mqtt_reachable() -> bool:
         return False
 
 
-needs_mosquitto = pytest.mark.skipif(not _mqtt_reachable(),
-                                     reason=f"no MQTT broker (Mosquitto) listening at {MQTT_HOST}:{MQTT_PORT}")
+needs_mosquitto = pytest.mark.skipif(
+    not _mqtt_reachable(), reason=f"no MQTT broker (Mosquitto) listening at {MQTT_HOST}:{MQTT_PORT}"
+)
 
 
 @needs_mosquitto
@@ -148,14 +188,16 @@ def test_mqtt_sender_publishes_per_vehicle_topics_at_qos1():
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     sub.on_subscribe = lambda *a: subscribed.set()
     sub.on_message = lambda c, u, m: received.append(
-        (m.topic, m.payload, m.qos, dict(getattr(m.properties, "UserProperty", []))))
+        (m.topic, m.payload, m.qos, dict(getattr(m.properties, "UserProperty", [])))
+    )
     sub.connect(MQTT_HOST, MQTT_PORT)
     sub.loop_start()
     try:
         sub.subscribe(f"{prefix}/#", qos=1)
         assert subscribed.wait(5)
-        cfg = SimulationConfig(vehicles=5, duration_s=30, start_ms=START_MS, shape="signal",
-                               imperfections=Imperfections.none())
+        cfg = SimulationConfig(
+            vehicles=5, duration_s=30, start_ms=START_MS, shape="signal", imperfections=Imperfections.none()
+        )
         sender = MqttSender(MQTT_HOST, MQTT_PORT, topic_prefix=prefix)
         expected = CollectingSender()
         simulate(cfg, expected, progress=False)
@@ -169,15 +211,15 @@ def test_mqtt_sender_publishes_per_vehicle_topics_at_qos1():
         sub.loop_stop()
         sub.disconnect()
     assert len(received) == stats.messages
-    assert sorted((f"{prefix}/{k.decode()}", v, str(t)) for k, v, t in
-                  zip(expected.keys, expected.values, expected.timestamps_ms)) == \
-        sorted((topic, payload, props["send_ts_ms"]) for topic, payload, _, props in received)
+    assert sorted(
+        (f"{prefix}/{k.decode()}", v, str(t)) for k, v, t in zip(expected.keys, expected.values, expected.timestamps_ms)
+    ) == sorted((topic, payload, props["send_ts_ms"]) for topic, payload, _, props in received)
     assert {qos for _, _, qos, _ in received} == {1}
 
 
 def test_mqtt_sender_no_broker_is_unavailable():
     with pytest.raises(BrokerUnavailableError, match="MQTT"):
-        MqttSender("127.0.0.1", embedded.free_port(), connect_timeout_s=1.0)
+        MqttSender("127.0.0.1", free_port(), connect_timeout_s=1.0)
 
 
 # -- the offline spool ------------------------------------------------------------------------------
@@ -198,7 +240,7 @@ class FlakyUplink(CollectingSender):
 
 def test_spool_keeps_messages_while_the_uplink_is_down_and_replays_in_order(tmp_path):
     uplink = FlakyUplink()
-    spool = SpoolingSender(uplink, tmp_path / "spool.jsonl", retry_every_s=0)
+    spool = SpoolingSender(uplink, tmp_path / "spool.dat", retry_every_s=0)
     sent = [(b"V1", b'{"n": %d}' % i, START_MS + i) for i in range(30)]
     for i, msg in enumerate(sent):
         uplink.down = 10 <= i < 20
@@ -207,11 +249,11 @@ def test_spool_keeps_messages_while_the_uplink_is_down_and_replays_in_order(tmp_
             assert spool.backlog == 6 and len(uplink.values) == 10
     spool.close()
     assert list(zip(uplink.keys, uplink.values, uplink.timestamps_ms)) == sent
-    assert spool.backlog == 0 and not (tmp_path / "spool.jsonl").exists()
+    assert spool.backlog == 0 and not (tmp_path / "spool.dat").exists()
 
 
 def test_spool_survives_a_restart(tmp_path):
-    path = tmp_path / "spool.jsonl"
+    path = tmp_path / "spool.dat"
     uplink = FlakyUplink()
     uplink.down = True
     first = SpoolingSender(uplink, path)
@@ -225,3 +267,29 @@ def test_spool_survives_a_restart(tmp_path):
     second.send(b"V1", b"5", START_MS + 5)
     second.close()
     assert uplink.values == [b"%d" % i for i in range(6)]
+
+
+def test_broker_stop_never_signals_a_process_that_is_not_the_broker(tmp_path, capsys):
+    """The state file names a pid the kernel has since given to another program: stop leaves it alone."""
+    import json
+    import subprocess
+
+    from lake.cli import main
+    from lake_core.processes import broker_state_file, proc_stat
+
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        start = proc_stat(stranger.pid).start
+        root = str(tmp_path)
+        for record in (
+            {"pid": stranger.pid, "port": 1, "bootstrap": "127.0.0.1:1", "log": "x", "start": start + 1},
+            {"pid": stranger.pid, "port": 1, "bootstrap": "127.0.0.1:1", "log": "x"},  # an old record: no start
+        ):
+            broker_state_file(root).parent.mkdir(parents=True, exist_ok=True)
+            broker_state_file(root).write_text(json.dumps(record))
+            assert main(["broker", "stop", "--lake-root", root]) == 0
+            assert stranger.poll() is None, "lake broker stop killed a stranger"
+            assert not broker_state_file(root).exists()
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -1,4 +1,5 @@
 """``lake silver``: Bronze hours -> silver/telemetry and silver/quarantine (see lake_scenario)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,14 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-import lake_scenario as sc
 from beam_pipelines.silver.options import SilverOptions
 from beam_pipelines.silver.pipeline import run_silver
-from bronze_builder import SECOND, BronzeBuilder, ms
 from lake.cli import main
+from lake_core.storage import delta_dataset
 from lake_schemas import LakePaths
 from lake_schemas.geohash import encode
-from lake_schemas.storage import delta_dataset
+from support import lake_scenario as sc
+from support.bronze_builder import SECOND, BronzeBuilder, ms
 
 
 def silver_rows(root: str) -> dict:
@@ -36,8 +37,10 @@ def quarantine_rows(root: str, hour: str | None = None) -> list:
 
 def versions(root: str) -> tuple:
     paths = LakePaths(root)
-    return tuple(DeltaTable(paths.table(t)).version() if DeltaTable.is_deltatable(paths.table(t)) else None
-                 for t in ("silver_telemetry", "silver_quarantine"))
+    return tuple(
+        DeltaTable(paths.table(t)).version() if DeltaTable.is_deltatable(paths.table(t)) else None
+        for t in ("silver_telemetry", "silver_quarantine")
+    )
 
 
 def silver(root: str, hour: str, **kw):
@@ -103,10 +106,19 @@ def test_both_shapes_and_paired_signal_positions(lake):
     rows = silver_rows(lake[0])
     e1 = rows[("V1", "e1")]
     assert (e1["source_shape"], e1["schema_version"], e1["alt_m"], e1["in_use"], e1["trip_id"]) == (
-        "snapshot", 1, 30.0, True, "T1")
+        "snapshot",
+        1,
+        30.0,
+        True,
+        "T1",
+    )
     position = rows[("S1", f"S1:lat:{sc.S1_T0}")]
     assert (position["lat"], position["lon"], position["source_shape"], position["schema_version"]) == (
-        52.5, 13.4, "signal", None)
+        52.5,
+        13.4,
+        "signal",
+        None,
+    )
     assert position["zone_id"] == encode([52.5], [13.4], 6)[0]
     assert ("S1", f"S1:lon:{sc.S1_T0}") not in rows  # folded into the position
     assert rows[("S1", f"S1:ignition:{sc.S1_T0}")]["ignition"] is True
@@ -134,8 +146,9 @@ def test_quarantine_reasons_and_bronze_coordinates(lake):
 def test_report_counts_every_bronze_row(lake):
     _, reports = lake
     for report in reports.values():
-        accounted = (report.silver_candidates + sum(report.quarantined.values()) + report.duplicates
-                     + report.positions_paired)
+        accounted = (
+            report.silver_candidates + sum(report.quarantined.values()) + report.duplicates + report.positions_paired
+        )
         assert accounted == report.bronze_rows
     h08, h09 = reports[sc.H08], reports[sc.H09]
     assert h08.quarantined == {"invalid_gps": 5, "invalid_soc": 2, "invalid_speed": 1, "malformed_payload": 1}
@@ -185,8 +198,15 @@ def _new_hour(root: str, hour_text: str) -> list:
     b = BronzeBuilder(root)
     t = ms(hour_text)
     for i in range(50):
-        b.snapshot("V1", f"x{i}", t + i * SECOND, t + i * SECOND + 10, location={"lat": 52.0, "lon": 13.0},
-                   battery={"soc_pct": 50.0}, status={"in_use": True, "trip_id": "T" * 200})
+        b.snapshot(
+            "V1",
+            f"x{i}",
+            t + i * SECOND,
+            t + i * SECOND + 10,
+            location={"lat": 52.0, "lon": 13.0},
+            battery={"soc_pct": 50.0},
+            status={"in_use": True, "trip_id": "T" * 200},
+        )
     b.snapshot("V2", "y0", t, t + 10, partition=1)
     return b.write()
 
@@ -250,8 +270,14 @@ def _two_hours(root: str) -> None:
     for hour in ("10", "11"):
         t = ms(f"{hour}:00:00")
         for i in range(40):
-            b.snapshot(f"W{i % 4}", f"{hour}-{i}", t + i * SECOND, t + i * SECOND + 5, partition=i % 4,
-                       location={"lat": 50.0 + i / 1000, "lon": 8.0})
+            b.snapshot(
+                f"W{i % 4}",
+                f"{hour}-{i}",
+                t + i * SECOND,
+                t + i * SECOND + 5,
+                partition=i % 4,
+                location={"lat": 50.0 + i / 1000, "lon": 8.0},
+            )
         b.snapshot("W0", "shared", ms("10:30:00"), t + 50 * SECOND, partition=0, location={"lat": 50.0, "lon": 8.0})
     b.write()
 
@@ -261,9 +287,16 @@ def test_two_hours_at_once_both_land(tmp_path):
     root = str(tmp_path / "lake")
     _two_hours(root)
     env = {**os.environ, "LAKE_ROOT": root}
-    procs = [subprocess.Popen([sys.executable, "-m", "lake.cli", "silver", "--hour", f"2026-03-01T{h}", "--no-gate"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for h in ("10", "11")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "lake.cli", "silver", "--hour", f"2026-03-01T{h}", "--no-gate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for h in ("10", "11")
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     rows = silver_rows(root)
@@ -272,10 +305,10 @@ def test_two_hours_at_once_both_land(tmp_path):
 
 def test_concurrent_commits_retry_and_never_lose_rows(tmp_path):
     """Four commits of different hours in threads: every one lands after retries, none twice."""
-    from beam_pipelines.silver.bronze_input import list_bronze_hour, read_bronze_file
     from beam_pipelines.silver.clean import clean_batch
     from beam_pipelines.silver.commit import commit_hour
     from beam_pipelines.silver.parse import parse_bronze
+    from lake_core.bronze.hour_files import list_bronze_hour, read_bronze_file
 
     root = str(tmp_path / "lake")
     b = BronzeBuilder(root)
@@ -289,12 +322,17 @@ def test_concurrent_commits_retry_and_never_lose_rows(tmp_path):
     batches = {}
     for hour in hours:
         listing = list_bronze_hour(root, ms(f"{hour}:00:00"))
-        parsed = pa.concat_tables([parse_bronze(read_bronze_file(root, f"{listing.directory}/{n}"), n)
-                                   for n in listing.files])
-        batches[listing.hour] = clean_batch(parsed, pa.table({"vehicle_id": [], "vehicle_type": []},
-                                                             schema=pa.schema([("vehicle_id", pa.string()),
-                                                                               ("vehicle_type", pa.string())])),
-                                            listing.hour)
+        parsed = pa.concat_tables(
+            [parse_bronze(read_bronze_file(root, f"{listing.directory}/{n}"), n) for n in listing.files]
+        )
+        batches[listing.hour] = clean_batch(
+            parsed,
+            pa.table(
+                {"vehicle_id": [], "vehicle_type": []},
+                schema=pa.schema([("vehicle_id", pa.string()), ("vehicle_type", pa.string())]),
+            ),
+            listing.hour,
+        )
     errors = []
 
     def commit(hour):

@@ -1,4 +1,5 @@
 """``parse_bronze`` on payloads a compact encoder would not write: line breaks between tokens."""
+
 from __future__ import annotations
 
 import json
@@ -8,19 +9,32 @@ import pyarrow as pa
 from beam_pipelines.silver.parse import parse_bronze
 from lake_schemas import BRONZE_SCHEMA
 
-SNAPSHOT = {"schema_version": 1, "event_id": "e1", "vehicle_id": "V1", "ts": 1772352000000,
-            "location": {"lat": 52.5, "lon": 13.4}, "battery": {"soc_pct": 80.0, "charging": False},
-            "diagnostics": {"error_codes": ["E12"]}}
+SNAPSHOT = {
+    "schema_version": 1,
+    "event_id": "e1",
+    "vehicle_id": "V1",
+    "ts": 1772352000000,
+    "location": {"lat": 52.5, "lon": 13.4},
+    "battery": {"soc_pct": 80.0, "charging": False},
+    "diagnostics": {"error_codes": ["E12"]},
+}
 SIGNAL = {"did": "S1", "timestamp": 1772352000200, "name": "soc", "int_value": 88}
 
 
 def bronze(payloads: list[str]) -> pa.Table:
     n = len(payloads)
-    return pa.table({
-        "kafka_topic": ["t"] * n, "kafka_partition": list(range(n)), "kafka_offset": list(range(n)),
-        "ingest_ts": [1772352001000] * n, "key": ["V1"] * n, "payload": payloads, "vehicle_id": ["V1"] * n,
-        "event_ts": [1772352000000] * n,
-    }).cast(BRONZE_SCHEMA)
+    return pa.table(
+        {
+            "kafka_topic": ["t"] * n,
+            "kafka_partition": list(range(n)),
+            "kafka_offset": list(range(n)),
+            "ingest_ts": [1772352001000] * n,
+            "key": ["V1"] * n,
+            "payload": payloads,
+            "vehicle_id": ["V1"] * n,
+            "event_ts": [1772352000000] * n,
+        }
+    ).cast(BRONZE_SCHEMA)
 
 
 def parsed_values(payloads: list[str]) -> list[dict]:

@@ -1,4 +1,5 @@
 """The messages a simulation sends: both shapes, imperfections, the CLI."""
+
 from __future__ import annotations
 
 import collections
@@ -16,11 +17,11 @@ from edge_client.config import (
     parse_start,
 )
 from edge_client.encoding import rfc3339_ms
+from edge_client.errors import EdgeConfigError as ConfigError
 from edge_client.imperfections import DUPLICATE, MALFORMED_KINDS
 from edge_client.senders import CollectingSender, read_jsonl
 from edge_client.simulate import message_batches, simulate
 from lake.cli import main
-from lake.errors import ConfigError
 from lake_schemas import Accepted, Refused, validate_message
 from lake_schemas.messages import SIGNAL_COLUMNS, Signal, Snapshot
 
@@ -145,9 +146,11 @@ def test_same_seed_same_messages_other_seed_others():
 
 def test_imperfection_rates_do_not_change_the_physics():
     clean = [v for _, v, _, d in messages(config(shape="signal", duration_s=120))]
-    rough = [v for _, v, _, d in messages(config(shape="signal", duration_s=120,
-                                                 imperfections=Imperfections(0.05, 0, 0, 0)))
-             if d is None]
+    rough = [
+        v
+        for _, v, _, d in messages(config(shape="signal", duration_s=120, imperfections=Imperfections(0.05, 0, 0, 0)))
+        if d is None
+    ]
     assert clean == rough  # duplicates come on top; the originals are the same bytes
 
 
@@ -234,8 +237,26 @@ def test_config_parsing_and_validation():
 
 def test_cli_simulate_to_jsonl(tmp_path, lake_root, capsys):
     out = tmp_path / "sim" / "out.jsonl"
-    code = main(["simulate", "--vehicles", "12", "--duration", "3m", "--shape", "mixed", "--seed", "3",
-                 "--sink", f"jsonl:{out}", "--lake-root", lake_root, "--bad-rate", "0.01", "--no-progress"])
+    code = main(
+        [
+            "simulate",
+            "--vehicles",
+            "12",
+            "--duration",
+            "3m",
+            "--shape",
+            "mixed",
+            "--seed",
+            "3",
+            "--sink",
+            f"jsonl:{out}",
+            "--lake-root",
+            lake_root,
+            "--bad-rate",
+            "0.01",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     summary = capsys.readouterr().out.strip().splitlines()
     assert len(summary) == 1 and "from 12 vehicles over 3m" in summary[0]
@@ -250,11 +271,21 @@ def test_cli_simulate_to_jsonl(tmp_path, lake_root, capsys):
     assert set(first) == {"key", "timestamp_ms", "value"} and isinstance(first["value"], str)
 
 
-@pytest.mark.parametrize("flags", [
-    ["--duration", "2x"], ["--duration", "0m"], ["--vehicles", "0"], ["--vehicles", "ten"],
-    ["--rate", "fast"], ["--start", "tomorrow"], ["--sink", "ftp://x"], ["--sink", "jsonl:"],
-    ["--bad-rate", "2"], ["--seed", "-3"],
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--duration", "2x"],
+        ["--duration", "0m"],
+        ["--vehicles", "0"],
+        ["--vehicles", "ten"],
+        ["--rate", "fast"],
+        ["--start", "tomorrow"],
+        ["--sink", "ftp://x"],
+        ["--sink", "jsonl:"],
+        ["--bad-rate", "2"],
+        ["--seed", "-3"],
+    ],
+)
 def test_cli_simulate_bad_values_exit_2_with_one_line(flags, tmp_path, capsys):
     code = main(["simulate", "--sink", f"jsonl:{tmp_path / 'x.jsonl'}", "--lake-root", str(tmp_path), *flags])
     err = capsys.readouterr().err.strip().splitlines()

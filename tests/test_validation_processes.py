@@ -1,4 +1,5 @@
 """Validation in helper processes (local runner): same verdicts, nothing lost when a helper dies."""
+
 import dataclasses
 import os
 import signal
@@ -14,21 +15,33 @@ import pytest
 from beam_pipelines.ingest import validation_processes as vp
 from beam_pipelines.ingest.batches import KafkaBatch, validate_batch
 from beam_pipelines.ingest.options import IngestOptions
-from lake import broker as embedded
-from lake.errors import ConfigError
-from lake.settings import Settings
-
-from ingest_helpers import (T0, files, ingest, offsets_held, produce, rows_by_offset, signal as signal_message,
-                            snapshot)
+from lake_core import kafka_admin
+from lake_core.errors import ConfigError
+from lake_core.settings import Settings
+from support.ingest_helpers import T0, files, ingest, offsets_held, produce, rows_by_offset, snapshot
+from support.ingest_helpers import signal as signal_message
 
 
 def _batch() -> KafkaBatch:
     values = [snapshot("V001", T0 + i) for i in range(200)] + [
-        b"not json", b"", None, b"[1]", signal_message("V002", T0, name="tyre"), b"\xff\xfe{}",
-        snapshot("V9", T0, ts="2026-03-01T08:00:00"), signal_message("V002", T0 + 5, name="soc")]
+        b"not json",
+        b"",
+        None,
+        b"[1]",
+        signal_message("V002", T0, name="tyre"),
+        b"\xff\xfe{}",
+        snapshot("V9", T0, ts="2026-03-01T08:00:00"),
+        signal_message("V002", T0 + 5, name="soc"),
+    ]
     n = len(values)
-    return KafkaBatch("vehicle-telemetry", 3, list(range(100, 100 + n)), [T0 + 10 * i for i in range(n)],
-                      [b"V001"] * (n - 1) + [None], values)
+    return KafkaBatch(
+        "vehicle-telemetry",
+        3,
+        list(range(100, 100 + n)),
+        [T0 + 10 * i for i in range(n)],
+        [b"V001"] * (n - 1) + [None],
+        values,
+    )
 
 
 def _same(a, b) -> None:
@@ -102,9 +115,11 @@ def test_only_the_local_native_source_uses_helpers():
 
 def test_bronze_is_the_same_with_and_without_helpers(kafka_bootstrap, tmp_path):
     topic = f"t-helpers-{uuid.uuid4().hex[:8]}"
-    embedded.ensure_topics(kafka_bootstrap, [topic, f"{topic}-dlq"], partitions=4)
-    lakes = [Settings(lake_root=str(tmp_path / name), bootstrap=kafka_bootstrap, topic=topic, dlq_topic=None)
-             for name in ("with", "without")]
+    kafka_admin.ensure_topics(kafka_bootstrap, [topic, f"{topic}-dlq"], partitions=4)
+    lakes = [
+        Settings(lake_root=str(tmp_path / name), bootstrap=kafka_bootstrap, topic=topic, dlq_topic=None)
+        for name in ("with", "without")
+    ]
     batch = _batch()
     produce(lakes[0], [(k, v, T0 + i * 1000, i % 4) for i, (k, v) in enumerate(zip(batch.keys, batch.values))])
     ingest(lakes[0], validate_processes=1, poll_batch=16)  # many batches: several in flight at once
@@ -116,13 +131,31 @@ def test_bronze_is_the_same_with_and_without_helpers(kafka_bootstrap, tmp_path):
         assert strip[0] == strip[1]
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_the_process_group_finishes_the_pass_with_its_helpers(settings):
     """A terminal's Ctrl-C reaches every process of the group: the helpers must not die of it,
     the pass in flight commits, the command exits 0, and the helpers leave with it."""
     produced = produce(settings, [(b"V1", snapshot("V1", T0 + i), T0 + i, i % 4) for i in range(3000)])
-    cmd = [sys.executable, "-m", "lake.cli", "ingest", "--lake-root", settings.lake_root, "--bootstrap",
-           settings.bootstrap, "--topic", settings.topic, "--follow", "--buffer-seconds", "1", "--poll-batch", "50",
-           "--validate-processes", "2", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "lake.cli",
+        "ingest",
+        "--lake-root",
+        settings.lake_root,
+        "--bootstrap",
+        settings.bootstrap,
+        "--topic",
+        settings.topic,
+        "--follow",
+        "--buffer-seconds",
+        "1",
+        "--poll-batch",
+        "50",
+        "--validate-processes",
+        "2",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 60

@@ -16,19 +16,20 @@ The three tables are three commits (Delta has no multi-table transaction);
 each retries a lost race, and a run stopped between them is completed by
 running the day again.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pyarrow as pa
 
+from beam_pipelines.gold.compute import STATE_FIELDS, GoldParts, finish_zone_hourly
+from lake_core import ledger
+from lake_core.delta import check_existing, date_list_sql, open_table, with_commit_retries
 from lake_schemas import LakePaths
 from lake_schemas.tables import GOLD_VEHICLE_HOURLY_SCHEMA, GOLD_VEHICLE_STATE_SCHEMA, GOLD_ZONE_HOURLY_SCHEMA
-
-from ..delta_tables import check_existing, date_list_sql, open_table, with_commit_retries
-from .compute import STATE_FIELDS, GoldParts, finish_zone_hourly
 
 __all__ = ["GoldCommit", "commit_day", "check_existing_tables", "GOLD_TABLES"]
 
@@ -41,7 +42,7 @@ GOLD_TABLES = {
 }
 
 #: ``gate(hourly, zone_hourly, state, silver_rows, day)`` raises ``QualityGateFailed`` to stop the commit.
-Gate = Callable[[pa.Table, pa.Table, pa.Table, int, _dt.date], None]
+Gate = Callable[[pa.Table, pa.Table, pa.Table, int, _dt.date], object]
 
 
 @dataclass
@@ -55,10 +56,11 @@ class GoldCommit:
     state_updated: int = 0
 
 
-def _open(lake_root: str, name: str):
+def _open(lake_root: str, name: str) -> Any:
     schema, partition_by, description = GOLD_TABLES[name]
-    return open_table(LakePaths(lake_root).table(name), schema, name, partition_by=partition_by,
-                      description=description)
+    return open_table(
+        LakePaths(lake_root).table(name), schema, name, partition_by=partition_by, description=description
+    )
 
 
 def check_existing_tables(lake_root: str) -> None:
@@ -71,16 +73,22 @@ def _replace_day(lake_root: str, name: str, rows: pa.Table, day: _dt.date) -> No
     from deltalake import write_deltalake
 
     def replace() -> None:
-        write_deltalake(_open(lake_root, name), rows, mode="overwrite", predicate=date_list_sql(PARTITION, [day]),
-                        partition_by=[PARTITION])
+        write_deltalake(
+            _open(lake_root, name),
+            rows,
+            mode="overwrite",
+            predicate=date_list_sql(PARTITION, [day]),
+            partition_by=[PARTITION],
+        )
 
     with_commit_retries(replace, f"replace {day} in {name}")
 
 
 def _state_updates() -> dict:
     newer = "s.last_event_ts >= t.last_event_ts"
-    updates = {f: f"CASE WHEN {newer} THEN coalesce(s.{f}, t.{f}) ELSE coalesce(t.{f}, s.{f}) END"
-               for f in STATE_FIELDS}
+    updates = {
+        f: f"CASE WHEN {newer} THEN coalesce(s.{f}, t.{f}) ELSE coalesce(t.{f}, s.{f}) END" for f in STATE_FIELDS
+    }
     updates["vehicle_type"] = f"CASE WHEN {newer} THEN s.vehicle_type ELSE t.vehicle_type END"
     updates["last_event_ts"] = "greatest(s.last_event_ts, t.last_event_ts)"
     updates["as_of_date"] = "greatest(s.as_of_date, t.as_of_date)"
@@ -114,5 +122,7 @@ def commit_day(lake_root: str, day: _dt.date, parts: GoldParts, gate: Optional[G
     _replace_day(lake_root, "gold_vehicle_hourly", parts.hourly, day)
     _replace_day(lake_root, "gold_zone_hourly", zone, day)
     inserted, updated = _merge_state(lake_root, parts.state)
-    return GoldCommit(day, parts.silver_rows, parts.hourly.num_rows, zone.num_rows, parts.state.num_rows,
-                      inserted, updated)
+    ledger.record_gold_day(lake_root, day)  # the day's hours in _ledger/hours: Silver's rows, Gold's event_count
+    return GoldCommit(
+        day, parts.silver_rows, parts.hourly.num_rows, zone.num_rows, parts.state.num_rows, inserted, updated
+    )

@@ -6,15 +6,17 @@ vehicle's hours are then contiguous runs, so every per-hour sum, minimum or
 "last non-null" is one ``ufunc.reduceat`` over the runs: no Python loop per
 vehicle or per row.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
-from typing import NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lake_schemas.paths import HOUR_MS
 from lake_schemas.rules import GOLD_ORDER, LOW_BATTERY_SOC_PCT, MAX_LEG_SPEED_KMH, MAX_USAGE_GAP_S, haversine_km
 from lake_schemas.tables import (
     GOLD_VEHICLE_HOURLY_SCHEMA,
@@ -24,16 +26,29 @@ from lake_schemas.tables import (
     TS,
 )
 
-__all__ = ["GoldParts", "ZONE_PARTIAL_SCHEMA", "compute_gold", "vehicle_hourly", "zone_hourly_partial",
-           "finish_zone_hourly", "vehicle_state", "combine_parts"]
+__all__ = [
+    "GoldParts",
+    "ZONE_PARTIAL_SCHEMA",
+    "compute_gold",
+    "vehicle_hourly",
+    "zone_hourly_partial",
+    "finish_zone_hourly",
+    "vehicle_state",
+    "combine_parts",
+]
 
-HOUR_MS = 3_600_000
 #: What each shard knows of a zone-hour; shards hold disjoint vehicles, so every column adds up.
-ZONE_PARTIAL_SCHEMA = pa.schema([
-    pa.field("zone_id", pa.string()), pa.field("hour_start", TS), pa.field("event_date", pa.date32()),
-    pa.field("active_vehicles", pa.int64()), pa.field("event_count", pa.int64()),
-    pa.field("soc_sum", pa.float64()), pa.field("soc_n", pa.int64()),
-])
+ZONE_PARTIAL_SCHEMA = pa.schema(
+    [
+        pa.field("zone_id", pa.string()),
+        pa.field("hour_start", TS),
+        pa.field("event_date", pa.date32()),
+        pa.field("active_vehicles", pa.int64()),
+        pa.field("event_count", pa.int64()),
+        pa.field("soc_sum", pa.float64()),
+        pa.field("soc_n", pa.int64()),
+    ]
+)
 #: The Silver fields ``vehicle_state`` carries the last non-null value of.
 STATE_FIELDS = [f.name for f in MEASUREMENT_FIELDS] + ["zone_id"]
 
@@ -56,17 +71,17 @@ def _codes(values: pa.ChunkedArray) -> np.ndarray:
     return pc.dictionary_encode(arr).indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _f64(values) -> np.ndarray:
+def _f64(values: Any) -> np.ndarray:
     """A float column as numpy, NaN for null."""
     return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def _bool(values) -> np.ndarray:
+def _bool(values: Any) -> np.ndarray:
     """A boolean column as numpy, null as False."""
     return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _ms(values) -> np.ndarray:
+def _ms(values: Any) -> np.ndarray:
     return pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False)
 
 
@@ -136,20 +151,25 @@ def _vehicle_hourly_of_sorted(rows: pa.Table) -> pa.Table:
 
     first_idx = pa.array(starts)
     hour_start = pa.array(hour[starts], pa.int64()).cast(TS)
-    table = pa.table({
-        "vehicle_id": rows["vehicle_id"].take(first_idx),
-        "hour_start": hour_start,
-        "event_date": pc.cast(hour_start, pa.date32()),
-        "vehicle_type": rows["vehicle_type"].take(pa.array(last)),
-        "event_count": pa.array(np.diff(np.append(starts, n)), pa.int64()),
-        "soc_avg": _nan_to_null(soc_avg), "soc_min": _nan_to_null(soc_min), "soc_max": _nan_to_null(soc_max),
-        "speed_avg": _nan_to_null(speed_avg), "speed_max": _nan_to_null(speed_max),
-        "distance_km": pa.array(distance, pa.float64()),
-        "usage_seconds": pa.array(usage, pa.float64()),
-        "low_battery_events": pa.array(low_events, pa.int64()),
-        "first_event_ts": rows["event_ts"].take(first_idx),
-        "last_event_ts": rows["event_ts"].take(pa.array(last)),
-    })
+    table = pa.table(
+        {
+            "vehicle_id": rows["vehicle_id"].take(first_idx),
+            "hour_start": hour_start,
+            "event_date": pc.cast(hour_start, pa.date32()),
+            "vehicle_type": rows["vehicle_type"].take(pa.array(last)),
+            "event_count": pa.array(np.diff(np.append(starts, n)), pa.int64()),
+            "soc_avg": _nan_to_null(soc_avg),
+            "soc_min": _nan_to_null(soc_min),
+            "soc_max": _nan_to_null(soc_max),
+            "speed_avg": _nan_to_null(speed_avg),
+            "speed_max": _nan_to_null(speed_max),
+            "distance_km": pa.array(distance, pa.float64()),
+            "usage_seconds": pa.array(usage, pa.float64()),
+            "low_battery_events": pa.array(low_events, pa.int64()),
+            "first_event_ts": rows["event_ts"].take(first_idx),
+            "last_event_ts": rows["event_ts"].take(pa.array(last)),
+        }
+    )
     return table.cast(GOLD_VEHICLE_HOURLY_SCHEMA)
 
 
@@ -159,36 +179,61 @@ def zone_hourly_partial(rows: pa.Table) -> pa.Table:
     if zoned.num_rows == 0:
         return ZONE_PARTIAL_SCHEMA.empty_table()
     hour_start = pc.floor_temporal(zoned["event_ts"], unit="hour")
-    work = pa.table({"zone_id": zoned["zone_id"], "hour_start": hour_start, "vehicle_id": zoned["vehicle_id"],
-                     "soc_pct": zoned["soc_pct"]})
-    agg = work.group_by(["zone_id", "hour_start"]).aggregate([
-        ("vehicle_id", "count_distinct"), ("vehicle_id", "count"), ("soc_pct", "sum"), ("soc_pct", "count"),
-    ])
-    return pa.table({
-        "zone_id": agg["zone_id"],
-        "hour_start": agg["hour_start"],
-        "event_date": pc.cast(agg["hour_start"], pa.date32()),
-        "active_vehicles": agg["vehicle_id_count_distinct"],
-        "event_count": agg["vehicle_id_count"],
-        "soc_sum": pc.fill_null(agg["soc_pct_sum"], 0.0),
-        "soc_n": agg["soc_pct_count"],
-    }).cast(ZONE_PARTIAL_SCHEMA)
+    work = pa.table(
+        {
+            "zone_id": zoned["zone_id"],
+            "hour_start": hour_start,
+            "vehicle_id": zoned["vehicle_id"],
+            "soc_pct": zoned["soc_pct"],
+        }
+    )
+    agg = work.group_by(["zone_id", "hour_start"]).aggregate(
+        [
+            ("vehicle_id", "count_distinct"),
+            ("vehicle_id", "count"),
+            ("soc_pct", "sum"),
+            ("soc_pct", "count"),
+        ]
+    )
+    return pa.table(
+        {
+            "zone_id": agg["zone_id"],
+            "hour_start": agg["hour_start"],
+            "event_date": pc.cast(agg["hour_start"], pa.date32()),
+            "active_vehicles": agg["vehicle_id_count_distinct"],
+            "event_count": agg["vehicle_id_count"],
+            "soc_sum": pc.fill_null(agg["soc_pct_sum"], 0.0),
+            "soc_n": agg["soc_pct_count"],
+        }
+    ).cast(ZONE_PARTIAL_SCHEMA)
 
 
 def finish_zone_hourly(partials: pa.Table) -> pa.Table:
     """Add up the shards' partials into ``gold/zone_hourly`` rows."""
     if partials.num_rows == 0:
         return GOLD_ZONE_HOURLY_SCHEMA.empty_table()
-    agg = partials.group_by(["zone_id", "hour_start", "event_date"]).aggregate([
-        ("active_vehicles", "sum"), ("event_count", "sum"), ("soc_sum", "sum"), ("soc_n", "sum"),
-    ])
+    agg = partials.group_by(["zone_id", "hour_start", "event_date"]).aggregate(
+        [
+            ("active_vehicles", "sum"),
+            ("event_count", "sum"),
+            ("soc_sum", "sum"),
+            ("soc_n", "sum"),
+        ]
+    )
     soc_n = agg["soc_n_sum"]
-    soc_avg = pc.if_else(pc.greater(soc_n, 0), pc.divide(agg["soc_sum_sum"], pc.cast(soc_n, pa.float64())),
-                         pa.scalar(None, pa.float64()))
-    table = pa.table({
-        "zone_id": agg["zone_id"], "hour_start": agg["hour_start"], "event_date": agg["event_date"],
-        "active_vehicles": agg["active_vehicles_sum"], "event_count": agg["event_count_sum"], "soc_avg": soc_avg,
-    })
+    soc_avg = pc.if_else(
+        pc.greater(soc_n, 0), pc.divide(agg["soc_sum_sum"], pc.cast(soc_n, pa.float64())), pa.scalar(None, pa.float64())
+    )
+    table = pa.table(
+        {
+            "zone_id": agg["zone_id"],
+            "hour_start": agg["hour_start"],
+            "event_date": agg["event_date"],
+            "active_vehicles": agg["active_vehicles_sum"],
+            "event_count": agg["event_count_sum"],
+            "soc_avg": soc_avg,
+        }
+    )
     table = table.sort_by([("hour_start", "ascending"), ("zone_id", "ascending")])
     return table.cast(GOLD_ZONE_HOURLY_SCHEMA)
 
@@ -205,8 +250,10 @@ def _vehicle_state_of_sorted(rows: pa.Table, as_of_date: _dt.date) -> pa.Table:
     starts = _runs(_codes(rows["vehicle_id"]))
     last = np.append(starts[1:], n) - 1
     index = np.arange(n)
-    columns = {"vehicle_id": rows["vehicle_id"].take(pa.array(starts)),
-               "vehicle_type": rows["vehicle_type"].take(pa.array(last))}
+    columns = {
+        "vehicle_id": rows["vehicle_id"].take(pa.array(starts)),
+        "vehicle_type": rows["vehicle_type"].take(pa.array(last)),
+    }
     for name in STATE_FIELDS:
         valid = pc.is_valid(rows[name]).to_numpy(zero_copy_only=False)
         latest = np.maximum.reduceat(np.where(valid, index, -1), starts)
@@ -221,17 +268,26 @@ def compute_gold(rows: pa.Table, day: _dt.date) -> GoldParts:
     if rows.num_rows == 0:
         return GoldParts(vehicle_hourly(rows), zone_hourly_partial(rows), vehicle_state(rows, day), 0)
     ordered = _sorted(rows)  # once for both: the sort is the costliest step of each
-    return GoldParts(_vehicle_hourly_of_sorted(ordered), zone_hourly_partial(rows),
-                     _vehicle_state_of_sorted(ordered, day), rows.num_rows)
+    return GoldParts(
+        _vehicle_hourly_of_sorted(ordered),
+        zone_hourly_partial(rows),
+        _vehicle_state_of_sorted(ordered, day),
+        rows.num_rows,
+    )
 
 
-def combine_parts(parts) -> GoldParts:
+def combine_parts(parts: Iterable[GoldParts]) -> GoldParts:
     parts = list(parts)
     if not parts:
-        return GoldParts(GOLD_VEHICLE_HOURLY_SCHEMA.empty_table(), ZONE_PARTIAL_SCHEMA.empty_table(),
-                         GOLD_VEHICLE_STATE_SCHEMA.empty_table(), 0)
+        return GoldParts(
+            GOLD_VEHICLE_HOURLY_SCHEMA.empty_table(),
+            ZONE_PARTIAL_SCHEMA.empty_table(),
+            GOLD_VEHICLE_STATE_SCHEMA.empty_table(),
+            0,
+        )
     hourly = pa.concat_tables([p.hourly for p in parts])
     hourly = hourly.sort_by([("vehicle_id", "ascending"), ("hour_start", "ascending")])
     state = pa.concat_tables([p.state for p in parts]).sort_by([("vehicle_id", "ascending")])
-    return GoldParts(hourly, pa.concat_tables([p.zone_partial for p in parts]), state,
-                     sum(p.silver_rows for p in parts))
+    return GoldParts(
+        hourly, pa.concat_tables([p.zone_partial for p in parts]), state, sum(p.silver_rows for p in parts)
+    )

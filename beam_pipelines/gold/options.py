@@ -1,4 +1,5 @@
 """Options of the Gold job (``lake gold``), one typed object built from flags."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,17 +7,32 @@ import datetime as _dt
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from ..silver.options import LOCAL_RUNNERS
+from beam_pipelines.options import DEFAULT_RUNNER, add_flags, build_options, flag, is_local_runner
+from lake_core.errors import ConfigError
+from lake_core.settings import Settings
+
+__all__ = ["GoldOptions", "add_gold_flags", "options_from_args", "parse"]
 
 
 @dataclass(frozen=True)
 class GoldOptions:
     lake_root: str
-    date: str  # the Silver day (event_date, UTC), "2026-03-01"
-    runner: str = "FnApiRunner"
-    shards: int = 4  # vehicle shards computed in parallel
-    gate: bool = True  # run the quality gate before publishing
-    report_json: Optional[str] = None  # write the outcome there as JSON (beam_pipelines.reports)
+    date: str = flag(help="the Silver day (UTC event date) to aggregate, e.g. 2026-03-01")
+    shards: int = flag(
+        0,
+        type=int,
+        help="vehicle shards computed in parallel; 0: one per million input rows, at least 4 "
+        "(what a worker holds stays flat as the input grows)",
+        shown_default="0",
+    )
+    gate: bool = flag(True, negate="--no-gate", help="publish without running the quality gate")
+    runner: str = flag(DEFAULT_RUNNER, help="Beam runner (FnApiRunner is the local one)")
+    report_json: Optional[str] = flag(
+        None, metavar="PATH", help="write the outcome (counters, or the error) to PATH as JSON, for the DAGs"
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     @property
     def day(self) -> _dt.date:
@@ -24,35 +40,27 @@ class GoldOptions:
 
     @property
     def local(self) -> bool:
-        return self.runner in LOCAL_RUNNERS
+        return is_local_runner(self.runner)
 
     def validate(self) -> None:
-        from lake.errors import ConfigError
-
+        """Raise ``ConfigError`` naming the first bad value (runs when the object is built)."""
         try:
             _dt.date.fromisoformat(self.date)
         except ValueError:
             raise ConfigError(f"not a date: {self.date!r} (expected YYYY-MM-DD, e.g. 2026-03-01)") from None
-        if not 1 <= self.shards <= 4096:
-            raise ConfigError("--shards must be 1..4096")
+        if not 0 <= self.shards <= 4096:
+            raise ConfigError("--shards must be 0 (chosen from the input's size) or 1..4096")
 
 
 def add_gold_flags(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("gold")
-    g.add_argument("--date", required=True, help="the Silver day (UTC event date) to aggregate, e.g. 2026-03-01")
-    g.add_argument("--shards", type=int, default=4, help="vehicle shards computed in parallel (default 4)")
-    g.add_argument("--no-gate", action="store_true", help="publish without running the quality gate")
-    g.add_argument("--runner", default="FnApiRunner", help="Beam runner (default FnApiRunner, the local one)")
-    g.add_argument("--report-json", metavar="PATH",
-                   help="write the outcome (counters, or the error) to PATH as JSON, for the DAGs")
+    add_flags(parser, GoldOptions, "gold")
 
 
-def options_from_args(args: argparse.Namespace, settings) -> GoldOptions:
-    return GoldOptions(lake_root=settings.lake_root, date=args.date, runner=args.runner, shards=args.shards,
-                       gate=not args.no_gate, report_json=args.report_json)
+def options_from_args(args: argparse.Namespace, settings: Settings) -> GoldOptions:
+    return build_options(GoldOptions, args, lake_root=settings.lake_root)
 
 
-def parse(argv: Optional[Sequence[str]], settings) -> tuple[GoldOptions, list]:
+def parse(argv: Optional[Sequence[str]], settings: Settings) -> tuple[GoldOptions, list[str]]:
     """Our flags -> ``GoldOptions``; everything else is a Beam pipeline option."""
     parser = argparse.ArgumentParser(prog="gold")
     add_gold_flags(parser)

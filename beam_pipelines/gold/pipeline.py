@@ -7,49 +7,77 @@ starts (a Silver job committing meanwhile does not change what this run
 reads); no Silver table, a day without rows, or a Gold table of another
 schema are refused before anything is written.
 """
+
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
 import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..batch import pipeline_options, run_pipeline
-from ..reports import script_main, writes_json_report
-from ..staging import StagingArea
-from .options import GoldOptions
-from .transforms import NAMESPACE, CommitGold, ComputeGold, ReadSilverDay, ShardByVehicle
+from beam_pipelines.batch import pipeline_options, run_pipeline
+from beam_pipelines.gold.commit import Gate, check_existing_tables
+from beam_pipelines.gold.options import GoldOptions, parse
+from beam_pipelines.gold.transforms import NAMESPACE, CommitGold, ComputeGold, ReadSilverDay, ShardByVehicle
+from beam_pipelines.reports import report_fields, script_main, writes_json_report
+from beam_pipelines.sharding import shard_count
+from beam_pipelines.staging import StagingArea
+from lake_core.delta import check_schema
+from lake_core.errors import LakeDataError
+from lake_core.settings import Settings
+from lake_schemas import LakePaths
+from lake_schemas.tables import SILVER_SCHEMA
+from quality.gates import GoldGate
+from quality.worker import gate_process
 
 __all__ = ["GoldReport", "build", "silver_day_files", "run_gold", "run"]
 
 
 @dataclass
 class GoldReport:
+    """What one Gold run did; every count is a field (a misspelt one is an error, not a 0)."""
+
     date: str
     silver_version: int
-    counters: dict = field(default_factory=dict)
+    silver_rows: int = 0
+    vehicle_hours: int = 0
+    zone_hours: int = 0
+    vehicles: int = 0
+    state_inserted: int = 0
+    state_updated: int = 0
+    counters: dict[str, int] = field(default_factory=dict)  # every Beam counter, as the JSON report keeps them
 
-    def __getattr__(self, name: str) -> int:  # report.silver_rows, report.vehicle_hours...
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return int(self.counters.get(name, 0))
+    @classmethod
+    def from_counters(cls, date: str, silver_version: int, counters: dict[str, int]) -> GoldReport:
+        return cls(date, silver_version, **report_fields(cls, counters), counters=dict(counters))
 
     def summary(self) -> str:
-        return (f"gold {self.date}: {self.silver_rows:,} silver rows (version {self.silver_version}) -> "
-                f"{self.vehicle_hours:,} vehicle hours, {self.zone_hours:,} zone hours, "
-                f"{self.vehicles:,} vehicles in the state ({self.state_inserted:,} new)")
+        return (
+            f"gold {self.date}: {self.silver_rows:,} silver rows (version {self.silver_version}) -> "
+            f"{self.vehicle_hours:,} vehicle hours, {self.zone_hours:,} zone hours, "
+            f"{self.vehicles:,} vehicles in the state ({self.state_inserted:,} new)"
+        )
 
 
-def silver_day_files(lake_root: str, day) -> tuple[int, list]:
-    """``(version, data file URIs)`` of Silver's partition ``day``; ``LakeDataError`` when it has none."""
+def silver_day_rows(lake_root: str, day: _dt.date) -> int:
+    """Rows of Silver's partition ``day``, from the Delta log's statistics (no data file is read)."""
     from deltalake import DeltaTable
 
-    from lake.errors import LakeDataError
-    from lake_schemas import LakePaths
-    from lake_schemas.tables import SILVER_SCHEMA
+    actions = pa.table(DeltaTable(LakePaths(lake_root).table("silver_telemetry")).get_add_actions(flatten=True))
+    if actions.num_rows == 0 or "partition.event_date" not in actions.column_names:
+        return 0
+    of_day = actions.filter(pc.equal(actions["partition.event_date"], pa.scalar(day, pa.date32())))
+    return int(pc.sum(of_day["num_records"]).as_py() or 0)
 
-    from ..delta_tables import check_schema
+
+def silver_day_files(lake_root: str, day: _dt.date) -> tuple[int, list]:
+    """``(version, data file URIs)`` of Silver's partition ``day``; ``LakeDataError`` when it has none."""
+    from deltalake import DeltaTable
 
     path = LakePaths(lake_root).table("silver_telemetry")
     if not DeltaTable.is_deltatable(path):
@@ -62,8 +90,13 @@ def silver_day_files(lake_root: str, day) -> tuple[int, list]:
     return table.version(), sorted(files)
 
 
-def build(pipeline: beam.Pipeline, opts: GoldOptions, files: list, gate=None,
-          staging: Optional[StagingArea] = None) -> None:
+def build(
+    pipeline: beam.Pipeline,
+    opts: GoldOptions,
+    files: list,
+    gate: Optional[Gate] = None,
+    staging: Optional[StagingArea] = None,
+) -> None:
     """Wire the pipeline: the architecture picture, in code."""
     (
         pipeline
@@ -74,10 +107,9 @@ def build(pipeline: beam.Pipeline, opts: GoldOptions, files: list, gate=None,
     )
 
 
-def _gate(opts: GoldOptions):
+def _gate(opts: GoldOptions) -> Optional[GoldGate]:
     if not opts.gate:
         return None
-    from quality.gates import GoldGate
 
     return GoldGate(opts.lake_root)
 
@@ -85,14 +117,10 @@ def _gate(opts: GoldOptions):
 @writes_json_report("gold")
 def run_gold(opts: GoldOptions, beam_args: Sequence[str] = ()) -> GoldReport:
     """Aggregate one Silver day; raise a ``LakeError`` (tables untouched) when it cannot."""
-    from .commit import check_existing_tables
-
-    from quality.worker import gate_process
-
-    opts.validate()
     # The gate's imports run in a second process meanwhile (see quality.worker).
     with gate_process(opts.gate and opts.local):
         version, files = silver_day_files(opts.lake_root, opts.day)
+        opts = dataclasses.replace(opts, shards=shard_count(silver_day_rows(opts.lake_root, opts.day), opts.shards))
         check_existing_tables(opts.lake_root)
         staging = StagingArea(opts.lake_root, "gold")
         pipeline = beam.Pipeline(options=pipeline_options(opts.runner, opts.local, beam_args))
@@ -101,15 +129,11 @@ def run_gold(opts: GoldOptions, beam_args: Sequence[str] = ()) -> GoldReport:
             counters = run_pipeline(pipeline, NAMESPACE)
         finally:
             staging.remove()
-    return GoldReport(opts.date, version, counters)
+    return GoldReport.from_counters(opts.date, version, counters)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> GoldReport:
     """Entry point for ``python -m beam_pipelines.gold.pipeline --date ...`` and the DAGs."""
-    from lake.settings import Settings
-
-    from .options import parse
-
     opts, beam_args = parse(argv, Settings.resolve(bootstrap="unused"))
     return run_gold(opts, beam_args)
 

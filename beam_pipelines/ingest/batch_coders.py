@@ -9,28 +9,30 @@ count the bytes instead and encode with pickle where a runner does move a
 batch between workers. Importing this module registers them; the steps that
 output batches declare ``.with_output_types``.
 """
+
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import apache_beam as beam
 
-from .batches import KafkaBatch, ValidatedBatch
+from beam_pipelines.ingest.batches import KafkaBatch, ValidatedBatch
 
 __all__ = ["KafkaBatchCoder", "ValidatedBatchCoder"]
 
 
 class _PickledBatchCoder(beam.coders.Coder):
-    def encode(self, value) -> bytes:
+    def encode(self, value: Any) -> bytes:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def decode(self, encoded: bytes):
+    def decode(self, encoded: bytes) -> Any:
         return pickle.loads(encoded)
 
     def is_deterministic(self) -> bool:
         return False
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return type(self) is type(other)
 
     def __hash__(self) -> int:
@@ -42,7 +44,7 @@ class KafkaBatchCoder(_PickledBatchCoder):
         # Keys, offsets and timestamps add about 40 bytes a record; the values are the bulk.
         return sum(len(v) for v in batch.values if v) + 40 * len(batch.offsets)
 
-    def to_type_hint(self):
+    def to_type_hint(self) -> type:
         return KafkaBatch
 
 
@@ -50,7 +52,7 @@ class ValidatedBatchCoder(_PickledBatchCoder):
     def estimate_size(self, batch: ValidatedBatch) -> int:
         return len(batch.bronze_ipc) + len(batch.rejects_ipc) + sum(len(d[0] or b"") for d in batch.dlq_values)
 
-    def to_type_hint(self):
+    def to_type_hint(self) -> type:
         return ValidatedBatch
 
 

@@ -1,13 +1,16 @@
 """The ingest's batches as plain data: what a Kafka poll hands over and what
 validation makes of it. Free of Beam on purpose: the validation processes
 (``validation_processes``) import this module, not Beam's two seconds."""
+
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import time
+from typing import NamedTuple, Optional, cast
 
 import pyarrow as pa
 
-from lake_schemas import BRONZE_SCHEMA, REJECTS_SCHEMA, Accepted, validate_message
+from lake_schemas import BRONZE_SCHEMA, REJECTS_SCHEMA, Accepted, Refused, RejectReason, validate_message
+from lake_schemas.validation import MIN_RECORD_MS, RECORD_AHEAD_MS, Verdict, record_timestamp_refused
 
 __all__ = ["KafkaBatch", "ValidatedBatch", "validate_batch"]
 
@@ -88,8 +91,33 @@ def _columns(batch: KafkaBatch, indices: Optional[list]) -> list:
     ]
 
 
-def validate_batch(batch: KafkaBatch) -> ValidatedBatch:
-    verdicts = [validate_message(v) for v in batch.values]
+def _verdict(value: Optional[bytes], record_ms: int, now_ms: int) -> Verdict:
+    verdict = validate_message(value)
+    why = record_timestamp_refused(record_ms, now_ms)
+    if why is None:
+        return verdict
+    # Refused at the door whatever the payload, keeping what it names (``lake forget`` finds it by vehicle).
+    vehicle_id, event_ts_ms = (verdict.vehicle_id, verdict.event_ts_ms) if verdict is not None else (None, None)
+    return Refused(RejectReason.RECORD_TIMESTAMP_OUT_OF_RANGE, why, vehicle_id, event_ts_ms)
+
+
+def _timestamp_refused(verdict: Verdict) -> bool:
+    return type(verdict) is Refused and verdict.reason is RejectReason.RECORD_TIMESTAMP_OUT_OF_RANGE
+
+
+def validate_batch(batch: KafkaBatch, now_ms: Optional[int] = None) -> ValidatedBatch:
+    """Validate every record: its payload (the contract's rules) and its Kafka timestamp (on the clock ``now_ms``,
+    default: this machine's)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if min(batch.timestamps) >= MIN_RECORD_MS and max(batch.timestamps) <= now + RECORD_AHEAD_MS:
+        verdicts: list[Verdict] = [validate_message(v) for v in batch.values]  # the common case, at full speed
+    else:
+        verdicts = [_verdict(v, t, now) for v, t in zip(batch.values, batch.timestamps)]
+        # An out-of-range timestamp is kept in the reject's detail, not in ``ingest_ts``: year 10000 or
+        # int64 max would break every reader (Python's datetime ends at year 9999). The writer moves
+        # these rows to the earliest open hour and stamps them with its start (``bronze_writer``).
+        out_of_range = {i for i, v in enumerate(verdicts) if _timestamp_refused(v)}
+        batch = batch._replace(timestamps=[now if i in out_of_range else t for i, t in enumerate(batch.timestamps)])
     bad = [i for i, v in enumerate(verdicts) if type(v) is not Accepted]
     good = None if not bad else [i for i, v in enumerate(verdicts) if type(v) is Accepted]
     accepted = _pick(verdicts, good)
@@ -107,12 +135,16 @@ def validate_batch(batch: KafkaBatch) -> ValidatedBatch:
         + [
             pa.array([verdicts[i].vehicle_id for i in bad], pa.string()),
             pa.array([verdicts[i].event_ts_ms for i in bad], pa.int64()).cast(ts_type),
-            pa.array([verdicts[i].reason.value for i in bad], pa.string()),
-            pa.array([verdicts[i].detail for i in bad], pa.string()),
+            pa.array([cast(Refused, verdicts[i]).reason.value for i in bad], pa.string()),
+            pa.array([cast(Refused, verdicts[i]).detail for i in bad], pa.string()),
         ],
         schema=REJECTS_SCHEMA,
     )
     return ValidatedBatch(
-        batch.partition, batch.offsets[0], batch.offsets[-1], _pack(bronze), _pack(rejects),
+        batch.partition,
+        batch.offsets[0],
+        batch.offsets[-1],
+        _pack(bronze),
+        _pack(rejects),
         [(batch.values[i], verdicts[i], batch.offsets[i], batch.keys[i]) for i in bad],
     )

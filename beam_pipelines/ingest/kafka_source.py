@@ -11,46 +11,47 @@ the run ends and the writers commit. On Flink/Dataflow the same transform
 runs unbounded, or ``--kafka-source=xlang`` picks Beam's cross-language
 ``ReadFromKafka`` (which needs Java and jars from the internet).
 """
+
 from __future__ import annotations
 
 import logging
-import threading
 import time
+import uuid
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Any, Iterator, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
-from apache_beam.metrics import Metrics
 from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
-from .batch_coders import KafkaBatchCoder  # noqa: F401 - registers the coder of KafkaBatch
-from .batches import KafkaBatch
-from .partition_fetcher import close_fetchers, fetcher_for
+from beam_pipelines.ingest.batch_coders import KafkaBatchCoder  # noqa: F401 - registers the coder of KafkaBatch
+from beam_pipelines.ingest.batches import KafkaBatch
+from beam_pipelines.ingest.partition_fetcher import close_fetchers, fetcher_for
+from beam_pipelines.ingest.pass_control import PassControl, ReaderState, TopicQuiet
+from lake_schemas.validation import MIN_RECORD_MS, RECORD_AHEAD_MS
 
-__all__ = ["KafkaBatch", "PartitionStart", "PassBounds", "ReadKafkaPartitions", "ReadKafkaCrossLanguage",
-           "request_stop", "close_consumers"]
+__all__ = [
+    "KafkaBatch",
+    "PartitionStart",
+    "PassBounds",
+    "ReadKafkaPartitions",
+    "ReadKafkaCrossLanguage",
+    "close_consumers",
+]
 
 LOG = logging.getLogger(__name__)
 _END = 2**63 - 1
-
-#: Set by the CLI on Ctrl-C: every reader ends its pass at the next poll, so
-#: the pass in flight still commits what it read.
-STOP_REQUESTED = threading.Event()
-
-
-def request_stop() -> None:
-    STOP_REQUESTED.set()
 
 
 class PartitionStart(NamedTuple):
     topic: str
     partition: int
     offset: int  # the first offset this pass reads
-    pass_id: str
 
 
 @dataclass(frozen=True)
@@ -66,37 +67,6 @@ class PassBounds:
     round_seconds: float = 1.0  # read this long, then let the runner schedule other partitions
 
 
-@dataclass
-class _ReaderState:
-    started: float
-    bytes_read: int = 0
-    records: int = 0
-
-
-@dataclass
-class _TopicQuiet:
-    """When any partition of the pass last delivered a record.
-
-    Idleness is the topic's, not a partition's: the local runner serves the
-    partitions in turn, so the time since one partition was last visited
-    says nothing. A reader ends on idleness when its own poll came back
-    empty and no partition has delivered anything for ``idle_seconds``.
-    """
-
-    last_record: float
-    buffer_full: bool = False  # one partition filled its buffer: the pass flushes for all
-
-
-# Per-process caches: the local runner may re-create DoFn instances between
-# deferred rounds, so pass counters live at module level (and the consumer in
-# ``partition_fetcher``).
-_READERS: dict = {}
-_QUIET: dict = {}  # pass_id -> _TopicQuiet
-#: (pass_id, partition) -> why that reader ended its pass: "idle", "time", "bytes" or "stop".
-PASS_END: dict = {}
-_LOCK = threading.Lock()
-
-
 def close_consumers() -> None:
     """Close the worker's consumers (the end of a local ingest run)."""
     close_fetchers()
@@ -109,47 +79,49 @@ class _OffsetProvider(RestrictionProvider):
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
         return OffsetRestrictionTracker(restriction)
 
-    def restriction_size(self, element, restriction) -> int:
+    def restriction_size(self, element: Any, restriction: OffsetRange) -> int:
         return 1  # unknown: Tansu's high watermark is unreliable
 
-    def split(self, element, restriction):
+    def split(self, element: Any, restriction: OffsetRange) -> Iterator[OffsetRange]:
         yield restriction  # a Kafka partition is read by one reader, in order
 
-    def truncate(self, element, restriction):
+    def truncate(self, element: Any, restriction: OffsetRange) -> None:
         return None  # on drain, stop reading: nothing is committed that was not read
 
 
 class _RecordTimeWatermark(WatermarkEstimatorProvider):
     """The watermark follows the record timestamps (monotone), from the start of time."""
 
-    def initial_estimator_state(self, element, restriction):
+    def initial_estimator_state(self, element: Any, restriction: OffsetRange) -> Timestamp:
         return MIN_TIMESTAMP
 
-    def create_watermark_estimator(self, state):
+    def create_watermark_estimator(self, state: Timestamp) -> MonotonicWatermarkEstimator:
         return MonotonicWatermarkEstimator(state)
 
 
 class _ReadPartition(beam.DoFn):
-    def __init__(self, bootstrap: str, bounds: PassBounds, consumer_config: Optional[dict] = None):
+    def __init__(
+        self, bootstrap: str, bounds: PassBounds, control: PassControl, consumer_config: Optional[dict] = None
+    ):
         self._bootstrap = bootstrap
         self._bounds = bounds
+        self._control = control
         self._config = dict(consumer_config or {})
         self.records = Metrics.counter("lake.ingest", "records")
         self.poll_ms = Metrics.counter("lake.ingest", "poll_ms")
+        self.bytes = Metrics.counter("lake.ingest", "bytes")
 
     @beam.DoFn.unbounded_per_element()
     def process(
         self,
         element: PartitionStart,
-        tracker=beam.DoFn.RestrictionParam(_OffsetProvider()),
-        watermark=beam.DoFn.WatermarkEstimatorParam(_RecordTimeWatermark()),
-    ):
+        tracker: Any = beam.DoFn.RestrictionParam(_OffsetProvider()),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(_RecordTimeWatermark()),
+    ) -> Iterator[Any]:
         bounds = self._bounds
         restriction = tracker.current_restriction()
         now = time.monotonic()
-        with _LOCK:
-            state = _READERS.setdefault((element.pass_id, element.partition), _ReaderState(now))
-            quiet = _QUIET.setdefault(element.pass_id, _TopicQuiet(now))
+        state, quiet = self._control.reader(element.partition)
         fetcher = fetcher_for(self._bootstrap, element.topic, self._config)
         fetcher.position(element.partition, restriction.start)
         round_end = now + bounds.round_seconds
@@ -157,7 +129,7 @@ class _ReadPartition(beam.DoFn):
         while True:
             reason = self._pass_over(state, quiet, idle_check=empty_poll)
             if reason is not None:
-                PASS_END[(element.pass_id, element.partition)] = reason
+                self._control.end(element.partition, reason)
                 tracker.try_claim(restriction.stop)  # marks the restriction done: the pass ends here
                 return
             polled = time.perf_counter()
@@ -171,8 +143,13 @@ class _ReadPartition(beam.DoFn):
                 if batch is not None:
                     state.records += len(batch.offsets)
                     self.records.inc(len(batch.offsets))
-                    state.bytes_read += sum(len(v) for v in batch.values if v)
-                    yield TimestampedValue(batch, Timestamp(micros=max(batch.timestamps) * 1000))
+                    read = sum(len(v) for v in batch.values if v)
+                    state.bytes_read += read
+                    self.bytes.inc(read)
+                    # Within the contract's range: a hostile timestamp (year 10000, int64 max) must neither
+                    # overflow Beam's Timestamp nor push the watermark past the ingest's clock.
+                    event_ms = min(max(batch.timestamps), int(time.time() * 1000) + RECORD_AHEAD_MS)
+                    yield TimestampedValue(batch, Timestamp(micros=max(event_ms, MIN_RECORD_MS) * 1000))
                 if not claimed_all:
                     # The runner split the restriction: records past the split
                     # were fetched but are not ours; seek afresh next time.
@@ -184,17 +161,17 @@ class _ReadPartition(beam.DoFn):
                 break
         tracker.defer_remainder(Duration.of(0))
 
-    def _wait(self, quiet: _TopicQuiet) -> float:
+    def _wait(self, quiet: TopicQuiet) -> float:
         """How long a poll may block: 50 ms, less once the topic has been quiet nearly the idle bound,
         so the readers that come after the first to see idleness end at once."""
         if self._bounds.idle_seconds is None:
             return 0.05
         return min(0.05, max(0.0, quiet.last_record + self._bounds.idle_seconds - time.monotonic()))
 
-    def _pass_over(self, state: _ReaderState, quiet: _TopicQuiet, idle_check: bool) -> Optional[str]:
+    def _pass_over(self, state: ReaderState, quiet: TopicQuiet, idle_check: bool) -> Optional[str]:
         bounds = self._bounds
         now = time.monotonic()
-        if STOP_REQUESTED.is_set():
+        if self._control.stop.is_set():
             return "stop"
         if state.bytes_read >= bounds.max_bytes:
             quiet.buffer_full = True
@@ -208,7 +185,7 @@ class _ReadPartition(beam.DoFn):
         return None
 
     @staticmethod
-    def _claim(element: PartitionStart, messages, tracker) -> tuple[Optional[KafkaBatch], bool]:
+    def _claim(element: PartitionStart, messages: list, tracker: Any) -> tuple[Optional[KafkaBatch], bool]:
         """The claimed records as a batch, and whether every record was claimed.
 
         Offsets only grow within a partition, so claiming a batch's last
@@ -223,29 +200,45 @@ class _ReadPartition(beam.DoFn):
             messages = [m for m in messages if m.offset() < stop]
         now_ms = int(time.time() * 1000)
         offsets = [m.offset() for m in messages]
-        timestamps = [m.timestamp()[1] for m in messages]
-        if min(timestamps, default=0) < 0:  # no timestamp on the record: its arrival time
-            timestamps = [t if t >= 0 else now_ms for t in timestamps]
-        batch = KafkaBatch(element.topic, element.partition, offsets, timestamps,
-                           [m.key() for m in messages], [m.value() for m in messages])
+        stamps = [m.timestamp() for m in messages]
+        timestamps = [t for _, t in stamps]
+        if min(timestamps, default=0) < 0:  # a record without a timestamp: its arrival time
+            timestamps = [now_ms if kind == TIMESTAMP_NOT_AVAILABLE else t for kind, t in stamps]
+        batch = KafkaBatch(
+            element.topic,
+            element.partition,
+            offsets,
+            timestamps,
+            [m.key() for m in messages],
+            [m.value() for m in messages],
+        )
         return (batch if offsets else None), claimed_all
 
-    def teardown(self):
+    def teardown(self) -> None:
         close_consumers()
 
 
 class ReadKafkaPartitions(beam.PTransform):
     """``PartitionStart`` elements -> ``KafkaBatch`` elements, each partition read in offset order."""
 
-    def __init__(self, bootstrap: str, bounds: PassBounds, consumer_config: Optional[dict] = None):
+    def __init__(
+        self,
+        bootstrap: str,
+        bounds: PassBounds,
+        control: Optional[PassControl] = None,
+        consumer_config: Optional[dict] = None,
+    ):
+        """``control``: shared with the driver of a local pass (a fresh one when not given)."""
         super().__init__()
         self._bootstrap = bootstrap
         self._bounds = bounds
+        self._control = control if control is not None else PassControl(uuid.uuid4().hex)
         self._config = consumer_config
 
-    def expand(self, starts):
+    def expand(self, starts: Any) -> Any:
         return starts | "ReadPartition" >> beam.ParDo(
-            _ReadPartition(self._bootstrap, self._bounds, self._config)).with_output_types(KafkaBatch)
+            _ReadPartition(self._bootstrap, self._bounds, self._control, self._config)
+        ).with_output_types(KafkaBatch)
 
 
 class _ToKafkaBatch(beam.DoFn):
@@ -254,11 +247,17 @@ class _ToKafkaBatch(beam.DoFn):
     def __init__(self, topic: str):
         self._topic = topic
 
-    def process(self, element):
+    def process(self, element: Any) -> Iterator[Any]:
         partition, records = element
         records = sorted(records, key=lambda r: r.offset)
-        yield KafkaBatch(self._topic, partition, [r.offset for r in records], [r.timestamp for r in records],
-                         [r.key for r in records], [r.value for r in records])
+        yield KafkaBatch(
+            self._topic,
+            partition,
+            [r.offset for r in records],
+            [r.timestamp for r in records],
+            [r.key for r in records],
+            [r.value for r in records],
+        )
 
 
 class ReadKafkaCrossLanguage(beam.PTransform):
@@ -270,22 +269,31 @@ class ReadKafkaCrossLanguage(beam.PTransform):
     carry the ranges, so a restart's overlap is visible and removable.
     """
 
-    def __init__(self, bootstrap: str, topic: str, batch_size: int = 5000, expansion_service=None):
+    def __init__(self, bootstrap: str, topic: str, batch_size: int = 5000, expansion_service: Any = None):
         super().__init__()
-        self.consumer_config = {"bootstrap.servers": bootstrap, "group.id": "lake-ingest",
-                                "auto.offset.reset": "earliest"}
+        self.consumer_config = {
+            "bootstrap.servers": bootstrap,
+            "group.id": "lake-ingest",
+            "auto.offset.reset": "earliest",
+        }
         self.topic = topic
         self.batch_size = batch_size
         self.expansion_service = expansion_service
 
-    def expand(self, pbegin):
+    def expand(self, pbegin: Any) -> Any:
         from apache_beam.io.kafka import ReadFromKafka
 
         kwargs = {"expansion_service": self.expansion_service} if self.expansion_service else {}
         return (
             pbegin
-            | "ReadFromKafka" >> ReadFromKafka(consumer_config=self.consumer_config, topics=[self.topic],
-                                               with_metadata=True, commit_offset_in_finalize=True, **kwargs)
+            | "ReadFromKafka"
+            >> ReadFromKafka(
+                consumer_config=self.consumer_config,
+                topics=[self.topic],
+                with_metadata=True,
+                commit_offset_in_finalize=True,
+                **kwargs,
+            )
             | "KeyByPartition" >> beam.Map(lambda r: (r.partition, r))
             | "Batch" >> beam.GroupIntoBatches(self.batch_size, max_buffering_duration_secs=5)
             | "ToKafkaBatch" >> beam.ParDo(_ToKafkaBatch(self.topic)).with_output_types(KafkaBatch)

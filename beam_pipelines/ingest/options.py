@@ -1,92 +1,17 @@
-"""Options of the streaming ingest, one typed object built from flags."""
+"""Options of the streaming ingest (``lake ingest``), one typed object built from flags."""
+
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-LOCAL_RUNNERS = {"FnApiRunner", "DirectRunner", "BundleBasedDirectRunner", "PrismRunner"}
+from beam_pipelines.ingest.validation_processes import default_processes
+from beam_pipelines.options import DEFAULT_RUNNER, LOCAL_RUNNERS, add_flags, build_options, flag, is_local_runner
+from lake_core.errors import ConfigError
+from lake_core.settings import Settings
 
-
-@dataclass(frozen=True)
-class IngestOptions:
-    lake_root: str
-    bootstrap: str
-    topic: str
-    dlq_topic: Optional[str]
-    runner: str = "FnApiRunner"
-    buffer_seconds: float = 300.0
-    buffer_bytes: int = 64 * 1024 * 1024
-    until_idle: Optional[float] = None  # drain, close every hour, exit
-    follow: bool = False
-    max_seconds: Optional[float] = None
-    allowed_lateness_seconds: float = 120.0
-    idle_flush_seconds: float = 30.0  # --follow: end a pass early when the topic is quiet this long
-    poll_batch: int = 5000
-    kafka_source: str = "native"  # "native" | "xlang" (Beam's Java ReadFromKafka, Flink/Dataflow)
-    progress: bool = True
-    validate_processes: Optional[int] = None  # helper processes validating on the local runner; None: default
-
-    @property
-    def helper_processes(self) -> int:
-        """How many validation processes this run starts: only the local runner's native source uses them."""
-        if not self.local or self.kafka_source != "native":
-            return 0
-        if self.validate_processes is not None:
-            return self.validate_processes
-        from .validation_processes import default_processes
-
-        return default_processes()
-
-    @property
-    def local(self) -> bool:
-        return self.runner in LOCAL_RUNNERS
-
-    def validate(self) -> None:
-        from lake.errors import ConfigError
-
-        if self.buffer_seconds <= 0 or self.buffer_bytes <= 0:
-            raise ConfigError("--buffer-seconds and --buffer-bytes must be positive")
-        if self.until_idle is not None and self.until_idle <= 0:
-            raise ConfigError("--until-idle must be a positive number of seconds")
-        if self.until_idle is not None and self.follow:
-            raise ConfigError("--until-idle and --follow exclude each other")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ConfigError("--max-seconds must be positive")
-        if self.poll_batch < 1:
-            raise ConfigError("--poll-batch must be at least 1")
-        if self.validate_processes is not None and self.validate_processes < 0:
-            raise ConfigError("--validate-processes must be 0 or more")
-        if self.kafka_source not in ("native", "xlang"):
-            raise ConfigError("--kafka-source must be native or xlang")
-        if self.kafka_source == "xlang" and self.local:
-            raise ConfigError("--kafka-source=xlang needs a portable runner (Flink, Dataflow): "
-                              "it runs Beam's Java ReadFromKafka")
-
-
-def add_ingest_flags(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("ingest")
-    g.add_argument("--until-idle", type=float, metavar="S",
-                   help="drain the topic: stop when every partition was idle S seconds, close every hour, exit 0")
-    g.add_argument("--follow", action="store_true", help="run pass after pass until stopped (Ctrl-C ends "
-                   "the pass in flight, then exits 0); the default when --until-idle is not given")
-    g.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds (the pass in flight commits)")
-    g.add_argument("--buffer-seconds", type=float, default=300.0,
-                   help="buffer a pass at most this long before writing files (default 300)")
-    g.add_argument("--buffer-bytes", type=_size, default=64 * 1024 * 1024,
-                   help="or until a partition read this many bytes (default 64MiB; suffixes K, M, G)")
-    g.add_argument("--allowed-lateness", type=float, default=120.0, metavar="S",
-                   help="an hour closes when every partition delivered a record S seconds past its end (default 120)")
-    g.add_argument("--idle-flush", type=float, default=30.0, metavar="S",
-                   help="--follow: end a pass early when the topic was quiet S seconds (default 30)")
-    g.add_argument("--poll-batch", type=int, default=5000, help="records per Beam element (default 5000)")
-    g.add_argument("--kafka-source", choices=["native", "xlang"], default="native",
-                   help="native: the Python splittable DoFn; xlang: Beam's Java ReadFromKafka (Flink/Dataflow)")
-    g.add_argument("--validate-processes", type=int, metavar="N",
-                   help="local runner: validate in N helper processes while the runner reads on (default: one "
-                   "per core, at most 4, or $LAKE_VALIDATE_PROCESSES; 0: in the runner's process)")
-    g.add_argument("--runner", default="FnApiRunner", help="Beam runner (default FnApiRunner, the local one)")
-    g.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+__all__ = ["IngestOptions", "LOCAL_RUNNERS", "add_ingest_flags", "options_from_args", "parse"]
 
 
 def _size(text: str) -> int:
@@ -100,18 +25,138 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M)") from None
 
 
-def options_from_args(args: argparse.Namespace, settings) -> IngestOptions:
-    return IngestOptions(
-        lake_root=settings.lake_root, bootstrap=settings.bootstrap, topic=settings.topic,
-        dlq_topic=settings.dlq_topic, runner=args.runner, buffer_seconds=args.buffer_seconds,
-        buffer_bytes=args.buffer_bytes, until_idle=args.until_idle, follow=args.follow,
-        max_seconds=args.max_seconds, allowed_lateness_seconds=args.allowed_lateness,
-        idle_flush_seconds=args.idle_flush, poll_batch=args.poll_batch, kafka_source=args.kafka_source,
-        progress=not args.no_progress, validate_processes=args.validate_processes,
+@dataclass(frozen=True)
+class IngestOptions:
+    lake_root: str
+    bootstrap: str
+    topic: str
+    dlq_topic: Optional[str]
+    until_idle: Optional[float] = flag(
+        None,
+        metavar="S",
+        type=float,
+        help="drain the topic: stop when every partition was idle S seconds, close every hour, exit 0",
+    )
+    close_open_hours: bool = flag(
+        False,
+        switch=True,
+        help="with --until-idle: close every hour Bronze holds once drained, also those not over on this "
+        "machine's clock (replays of past data)",
+    )
+    new_generation: bool = flag(
+        False,
+        switch=True,
+        help="after the topic was recreated or the broker lost its log (the ingest stops with exit 3 and "
+        "says so): read the topic from its start into a new generation of Bronze files",
+    )
+    follow: bool = flag(
+        False,
+        switch=True,
+        help="run pass after pass until stopped (Ctrl-C ends the pass in flight, then exits 0); "
+        "the default when --until-idle is not given",
+    )
+    max_seconds: Optional[float] = flag(
+        None, type=float, metavar="S", help="stop after S seconds (the pass in flight commits)"
+    )
+    buffer_seconds: float = flag(
+        300.0, type=float, help="buffer a pass at most this long before writing files", shown_default="300"
+    )
+    buffer_bytes: int = flag(
+        64 * 1024 * 1024,
+        type=_size,
+        help="or until a partition read this many bytes (suffixes K, M, G)",
+        shown_default="64MiB",
+    )
+    allowed_lateness_seconds: float = flag(
+        120.0,
+        name="--allowed-lateness",
+        type=float,
+        metavar="S",
+        help="an hour closes when every partition delivered a record S seconds past its end",
+        shown_default="120",
+    )
+    idle_flush_seconds: float = flag(
+        30.0,
+        name="--idle-flush",
+        type=float,
+        metavar="S",
+        help="--follow: end a pass early when the topic was quiet S seconds",
+        shown_default="30",
+    )
+    poll_batch: int = flag(5000, type=int, help="records per Beam element")
+    kafka_source: str = flag(
+        "native",
+        choices=["native", "xlang"],
+        help="native: the Python splittable DoFn; xlang: Beam's Java ReadFromKafka (Flink/Dataflow)",
+    )
+    validate_processes: Optional[int] = flag(
+        None,
+        type=int,
+        metavar="N",
+        help="local runner: validate in N helper processes while the runner reads on (default: one "
+        "per core, at most 4, or $LAKE_VALIDATE_PROCESSES; 0: in the runner's process)",
+    )
+    runner: str = flag(DEFAULT_RUNNER, help="Beam runner (FnApiRunner is the local one)")
+    progress: bool = flag(True, negate="--no-progress", help="no progress lines on stderr")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def helper_processes(self) -> int:
+        """How many validation processes this run starts: only the local runner's native source uses them."""
+        if not self.local or self.kafka_source != "native":
+            return 0
+        if self.validate_processes is not None:
+            return self.validate_processes
+        # Local import: validation_processes reads the environment, only when a run needs it.
+
+        return default_processes()
+
+    @property
+    def local(self) -> bool:
+        return is_local_runner(self.runner)
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first bad value (runs when the object is built)."""
+        if self.buffer_seconds <= 0 or self.buffer_bytes <= 0:
+            raise ConfigError("--buffer-seconds and --buffer-bytes must be positive")
+        if self.until_idle is not None and not self.until_idle > 0:
+            raise ConfigError("--until-idle must be a positive number of seconds")
+        if self.close_open_hours and self.until_idle is None:
+            raise ConfigError("--close-open-hours goes with --until-idle (it closes hours once the topic is drained)")
+        if self.until_idle is not None and self.follow:
+            raise ConfigError("--until-idle and --follow exclude each other")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError("--max-seconds must be positive")
+        if self.poll_batch < 1:
+            raise ConfigError("--poll-batch must be at least 1")
+        if self.validate_processes is not None and self.validate_processes < 0:
+            raise ConfigError("--validate-processes must be 0 or more")
+        if self.kafka_source not in ("native", "xlang"):
+            raise ConfigError("--kafka-source must be native or xlang")
+        if self.kafka_source == "xlang" and self.local:
+            raise ConfigError(
+                "--kafka-source=xlang needs a portable runner (Flink, Dataflow): it runs Beam's Java ReadFromKafka"
+            )
+
+
+def add_ingest_flags(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, IngestOptions, "ingest")
+
+
+def options_from_args(args: argparse.Namespace, settings: Settings) -> IngestOptions:
+    return build_options(
+        IngestOptions,
+        args,
+        lake_root=settings.lake_root,
+        bootstrap=settings.bootstrap,
+        topic=settings.topic,
+        dlq_topic=settings.dlq_topic,
     )
 
 
-def parse(argv: Optional[Sequence[str]], settings) -> tuple[IngestOptions, list]:
+def parse(argv: Optional[Sequence[str]], settings: Settings) -> tuple[IngestOptions, list[str]]:
     """Our flags -> ``IngestOptions``; everything else is a Beam pipeline option."""
     parser = argparse.ArgumentParser(prog="ingest")
     add_ingest_flags(parser)

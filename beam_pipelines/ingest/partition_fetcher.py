@@ -13,6 +13,7 @@ and its stash dropped; librdkafka discards what it had fetched under the old
 assignment. A partition whose stash grows past ``STASH_LIMIT`` records is
 paused until its reader drains it, so memory stays bounded.
 """
+
 from __future__ import annotations
 
 import collections
@@ -32,22 +33,24 @@ class PartitionFetcher:
         from confluent_kafka import Consumer
 
         self.topic = topic
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": "lake-ingest",  # required by librdkafka; never joined: partitions are assigned
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            # Small enough per partition that one fetch response carries every partition (Kafka
-            # fills it partition by partition; Tansu ignores this and sends ~18 MB chunks anyway).
-            "max.partition.fetch.bytes": 4 * 1024 * 1024,
-            "queued.max.messages.kbytes": 256 * 1024,
-            # One fetch request carries every partition: a partition assigned while the broker
-            # holds a request open for the others waits for it, so do not let it hold long.
-            "fetch.wait.max.ms": 100,
-            **(config or {}),
-        })
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "lake-ingest",  # required by librdkafka; never joined: partitions are assigned
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                # Small enough per partition that one fetch response carries every partition (Kafka
+                # fills it partition by partition; Tansu ignores this and sends ~18 MB chunks anyway).
+                "max.partition.fetch.bytes": 4 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+                # One fetch request carries every partition: a partition assigned while the broker
+                # holds a request open for the others waits for it, so do not let it hold long.
+                "fetch.wait.max.ms": 100,
+                **(config or {}),
+            }
+        )
         self._next: dict = {}  # partition -> the offset its reader takes next (None: unknown)
         self._stash: dict = collections.defaultdict(collections.deque)
         self._paused: set = set()

@@ -10,29 +10,33 @@ runner's process, 88K with two helpers (and 80K with one: the runner's
 process then waits on it).
 
 Started once per ``lake ingest`` before Beam is imported
-(``lake.helper_processes``); the workers import only ``batches`` (pyarrow
+(``lake_core.processes``); the workers import only ``batches`` (pyarrow
 and the contract). A worker that
 dies does not lose a batch: the caller validates it itself (``result``)
 and stops using the pool; a worker whose ingest died leaves too. On Flink
 or Dataflow nothing is started and each Beam worker validates in its own
 process.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import AbstractContextManager
 from typing import Optional
 
-from lake.helper_processes import HelperPool
-
-from .batches import KafkaBatch, ValidatedBatch, validate_batch
+from beam_pipelines.ingest.batches import KafkaBatch, ValidatedBatch, validate_batch
+from lake_core.errors import ConfigError
+from lake_core.processes import HelperPool
+from lake_core.settings import env
 
 __all__ = ["default_processes", "start", "stop", "validation_processes", "submit", "in_flight_limit"]
 
 LOG = logging.getLogger(__name__)
 ENV = "LAKE_VALIDATE_PROCESSES"
+
 
 def default_processes() -> int:
     """One per core, at most 4; ``LAKE_VALIDATE_PROCESSES`` overrides.
@@ -42,11 +46,9 @@ def default_processes() -> int:
     processes). Measured on 2 cores (see the module's docstring), one helper
     gained nothing and two gained about 7%.
     """
-    configured = (os.environ.get(ENV) or "").strip()
+    configured = env(ENV) or ""
     if configured:
         if not configured.isdigit():
-            from lake.errors import ConfigError
-
             raise ConfigError(f"{ENV} must be a whole number of processes (0: none), not {configured!r}")
         return int(configured)
     return min(os.cpu_count() or 1, 4)
@@ -64,7 +66,7 @@ def stop() -> None:
     _POOL.stop()
 
 
-def validation_processes(processes: int):
+def validation_processes(processes: int) -> AbstractContextManager[None]:
     """``start(processes)`` on entry, ``stop()`` on exit (unless an outer caller started them)."""
     return _POOL.running(processes)
 

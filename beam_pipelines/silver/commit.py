@@ -8,34 +8,45 @@ hour) won the commit race. Silver is written before the quarantine: a run
 killed between the two leaves Silver right and the next run completes the
 quarantine.
 """
+
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from lake_schemas import LakePaths
+from beam_pipelines.silver import corrected_index
+from beam_pipelines.silver.clean import CleanBatch
+from beam_pipelines.silver.ledger_counts import count_rows, partition_counts, without_partition_counts
+from lake_core import ledger
+from lake_core.delta import check_existing, date_list_sql, open_table, with_commit_retries
+from lake_core.delta_read import read_columns
+from lake_core.storage import delta_dataset, filesystem, fs_path
+from lake_schemas import BronzeFileName, LakePaths
 from lake_schemas.rules import DEDUP_KEY
-from lake_schemas.storage import delta_dataset, filesystem, fs_path
 from lake_schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA
 
-from ..delta_tables import check_existing, date_list_sql, open_table, with_commit_retries
-from .clean import CleanBatch
-
-__all__ = ["SilverCommit", "commit_hour", "check_existing_tables", "resolve_lone_positions", "silver_table",
-           "quarantine_table"]
+__all__ = [
+    "SilverCommit",
+    "commit_hour",
+    "check_existing_tables",
+    "resolve_lone_positions",
+    "silver_table",
+    "quarantine_table",
+]
 
 LOG = logging.getLogger(__name__)
 PARTITION = "event_date"
 
 #: ``gate(silver, quarantine, stats, bronze_hour)`` raises ``QualityGateFailed`` to stop the commit.
-Gate = Callable[[pa.Table, pa.Table, dict, str], None]
+Gate = Callable[[pa.Table, pa.Table, dict, str], object]
 
 
 @dataclass
@@ -47,15 +58,24 @@ class SilverCommit:
     stats: dict = field(default_factory=dict)
 
 
-def silver_table(lake_root: str):
-    return open_table(LakePaths(lake_root).table("silver_telemetry"), SILVER_SCHEMA, "silver_telemetry",
-                      partition_by=[PARTITION],
-                      description="clean telemetry events, one row per (vehicle_id, event_id)")
+def silver_table(lake_root: str) -> Any:
+    return open_table(
+        LakePaths(lake_root).table("silver_telemetry"),
+        SILVER_SCHEMA,
+        "silver_telemetry",
+        partition_by=[PARTITION],
+        description="clean telemetry events, one row per (vehicle_id, event_id)",
+    )
 
 
-def quarantine_table(lake_root: str):
-    return open_table(LakePaths(lake_root).table("silver_quarantine"), QUARANTINE_SCHEMA, "silver_quarantine",
-                      partition_by=[PARTITION], description="rows Silver's rules refused, with the reason")
+def quarantine_table(lake_root: str) -> Any:
+    return open_table(
+        LakePaths(lake_root).table("silver_quarantine"),
+        QUARANTINE_SCHEMA,
+        "silver_quarantine",
+        partition_by=[PARTITION],
+        description="rows Silver's rules refused, with the reason",
+    )
 
 
 def check_existing_tables(lake_root: str) -> None:
@@ -80,14 +100,15 @@ def resolve_lone_positions(lake_root: str, batch: CleanBatch) -> CleanBatch:
     key = pc.binary_join_element_wise(q["vehicle_id"], q["position_event_id"], "\x00")
     held_keys = pa.array([f"{v}\x00{e}" for v, e in held], pa.string())
     redelivered = pc.and_(pc.is_in(key, value_set=held_keys).fill_null(False), lone_mask)
-    stats = dict(batch.stats)
+    stats = Counter(batch.stats)
     for reason, count in Counter(q.filter(redelivered)["reason"].to_pylist()).items():
         stats[f"quarantined_{reason}"] -= count
         stats["duplicates"] = stats.get("duplicates", 0) + count
-    return batch._replace(quarantine=q.filter(pc.invert(redelivered)), stats=stats)
+    count_rows(q, np.flatnonzero(redelivered.to_numpy(zero_copy_only=False)), "duplicates", stats)
+    return batch._replace(quarantine=q.filter(pc.invert(redelivered)), stats=dict(stats))
 
 
-def _sender_dates(position_ids) -> set:
+def _sender_dates(position_ids: Any) -> set:
     """UTC dates of the timestamps in ``{did}:lat:{timestamp}`` ids (a did has no colon)."""
     ms = pc.cast(pc.replace_substring_regex(position_ids, r"^.*:", ""), pa.int64())
     return set(pc.unique(pc.cast(pc.cast(ms, pa.timestamp("ms", tz="UTC")), pa.date32())).to_pylist())
@@ -104,29 +125,86 @@ def _silver_keys(lake_root: str, event_ids: pa.Array, dates: set) -> set:
     # string_view statistics deltalake gives the dataset (pyarrow 25), so event ids are
     # matched in memory.
     dataset = delta_dataset(path, file_pruning_predicate=date_list_sql(PARTITION, dates))
-    found = dataset.to_table(columns=list(DEDUP_KEY),
-                             filter=ds.field(PARTITION).isin(pa.array(sorted(dates), pa.date32())))
+    found = dataset.to_table(
+        columns=list(DEDUP_KEY), filter=ds.field(PARTITION).isin(pa.array(sorted(dates), pa.date32()))
+    )
     found = found.filter(pc.is_in(found["event_id"], value_set=event_ids))
     return set(zip(found["vehicle_id"].to_pylist(), found["event_id"].to_pylist()))
 
 
-def _merge_silver(lake_root: str, silver: pa.Table, dates: frozenset) -> int:
-    """Insert the rows Silver does not hold; return how many were inserted."""
-    if silver.num_rows == 0:
-        return 0
-    predicate = (f"t.vehicle_id = s.vehicle_id AND t.event_id = s.event_id AND "
-                 f"{date_list_sql('t.' + PARTITION, dates)}")
+#: The source row was ingested before the target's copy: ``WINNER_ORDER`` as a MERGE condition.
+_EARLIER = (
+    "s.ingest_ts < t.ingest_ts OR (s.ingest_ts = t.ingest_ts AND (s.kafka_partition < t.kafka_partition"
+    " OR (s.kafka_partition = t.kafka_partition AND s.kafka_offset < t.kafka_offset)))"
+)
 
-    def merge() -> int:
+
+def _merge_silver(lake_root: str, silver: pa.Table, dates: frozenset) -> tuple[int, int, int]:
+    """Rule 3 across Silver, whatever the clocks and the order hours arrive in; return (inserted, replaced).
+
+    A candidate Silver does not hold is inserted; one Silver holds a copy of is a duplicate unless
+    it was ingested first, and then it replaces that copy (first ingested wins: an hour published
+    after a later one). The MERGE looks at ``dates`` (each candidate's event date and its sender's)
+    plus the partitions ``corrected_index`` names: where corrected copies of these events live.
+    Also returns the Silver version the winning MERGE read (where the copies it replaced are).
+    """
+    if silver.num_rows == 0:
+        return 0, 0, -1
+    dates = frozenset(dates) | corrected_index.dates_holding(lake_root, silver)
+    predicate = f"t.vehicle_id = s.vehicle_id AND t.event_id = s.event_id AND {date_list_sql('t.' + PARTITION, dates)}"
+
+    def merge() -> tuple[int, int, int]:
+        table = silver_table(lake_root)
+        read_version = table.version()
         metrics = (
-            silver_table(lake_root)
-            .merge(silver, predicate=predicate, source_alias="s", target_alias="t")
+            table.merge(silver, predicate=predicate, source_alias="s", target_alias="t")
+            .when_matched_update_all(predicate=_EARLIER)
             .when_not_matched_insert_all()
             .execute()
         )
-        return int(metrics.get("num_target_rows_inserted", 0))
+        inserted, updated = (
+            int(metrics.get("num_target_rows_inserted", 0)),
+            int(metrics.get("num_target_rows_updated", 0)),
+        )
+        return inserted, updated, read_version
 
-    return with_commit_retries(merge, "MERGE into silver/telemetry")
+    result = with_commit_retries(merge, "MERGE into silver/telemetry")
+    corrected_index.record_corrected(lake_root, silver)
+    return result
+
+
+def _displaced(lake_root: str, silver: pa.Table, dates: frozenset, version: int) -> dict:
+    """``{(bronze hour, generation, partition): rows}`` of the copies ``silver`` replaced in Silver.
+
+    Read from the version the MERGE read (time travel), only when it replaced any: the ledger moves
+    them from their hour's new rows to its duplicates.
+    """
+    dates = frozenset(dates) | corrected_index.dates_holding(lake_root, silver)
+    held = read_columns(
+        lake_root,
+        "silver_telemetry",
+        [*DEDUP_KEY, "ingest_ts", "kafka_partition", "kafka_offset", "bronze_hour", "bronze_file"],
+        date_list_sql(PARTITION, dates),
+        version=version,
+    )
+    mine = silver.select([*DEDUP_KEY, "ingest_ts", "kafka_partition", "kafka_offset"])
+    pairs = held.join(mine, keys=list(DEDUP_KEY), right_suffix="_s", join_type="inner", use_threads=False)
+    order = [(c, c + "_s") for c in ("ingest_ts", "kafka_partition", "kafka_offset")]
+    earlier = pc.less(pairs[order[0][1]], pairs[order[0][0]])
+    same = pc.equal(pairs[order[0][1]], pairs[order[0][0]])
+    earlier = pc.or_(earlier, pc.and_(same, pc.less(pairs[order[1][1]], pairs[order[1][0]])))
+    same = pc.and_(same, pc.equal(pairs[order[1][1]], pairs[order[1][0]]))
+    earlier = pc.or_(earlier, pc.and_(same, pc.less(pairs[order[2][1]], pairs[order[2][0]])))
+    replaced = pairs.filter(earlier)
+    by_hour: Counter = Counter()
+    for hour, name, partition in zip(
+        replaced["bronze_hour"].to_pylist(),
+        replaced["bronze_file"].to_pylist(),
+        replaced["kafka_partition"].to_pylist(),
+    ):
+        parsed = BronzeFileName.parse(name or "")
+        by_hour[(hour, parsed.generation if parsed else 0, partition)] += 1
+    return dict(by_hour)
 
 
 _QUARANTINE_KEY = ["kafka_partition", "kafka_offset", "reason", "event_id"]
@@ -142,15 +220,17 @@ def _same_rows(existing: pa.Table, new: pa.Table) -> bool:
     return existing.select(_QUARANTINE_KEY).cast(new.schema).sort_by(order).equals(new.sort_by(order))
 
 
-def _hour_rows(lake_root: str, table, bronze_hour: str) -> pa.Table:
+def _hour_rows(lake_root: str, table: Any, bronze_hour: str) -> pa.Table:
     """The key columns of the quarantine's rows of ``bronze_hour``, reading only files whose statistics may hold it."""
     fs, _ = filesystem(lake_root)
     columns = _QUARANTINE_KEY + ["bronze_hour"]
     files = table.file_uris(file_pruning_predicate=f"bronze_hour = '{bronze_hour}'")
     # Files deltalake rewrote (a delete: ``lake forget``) hold string_view, which pyarrow 25 cannot compare or take.
     parts = [pq.read_table(fs_path(lake_root, f), columns=columns, filesystem=fs) for f in files]
-    parts = [p.cast(pa.schema([c.with_type(pa.string()) if pa.types.is_string_view(c.type) else c for c in p.schema]))
-             for p in parts]
+    parts = [
+        p.cast(pa.schema([c.with_type(pa.string()) if pa.types.is_string_view(c.type) else c for c in p.schema]))
+        for p in parts
+    ]
     rows = pa.concat_tables(parts) if parts else pa.table({c: [] for c in columns})
     return rows.filter(pc.equal(rows["bronze_hour"], bronze_hour)) if rows.num_rows else rows
 
@@ -163,15 +243,30 @@ def _replace_quarantine(lake_root: str, rows: pa.Table, bronze_hour: str) -> boo
         table = quarantine_table(lake_root)
         if _same_rows(_hour_rows(lake_root, table, bronze_hour), rows):
             return False
-        write_deltalake(table, rows, mode="overwrite", predicate=f"bronze_hour = '{bronze_hour}'",
-                        partition_by=[PARTITION])
+        write_deltalake(
+            table, rows, mode="overwrite", predicate=f"bronze_hour = '{bronze_hour}'", partition_by=[PARTITION]
+        )
         return True
 
     return with_commit_retries(replace, "replace the hour in silver/quarantine")
 
 
-def commit_hour(lake_root: str, batch: CleanBatch, bronze_hour: str, gate: Optional[Gate] = None,
-                publish: bool = True) -> SilverCommit:
+def _record_ledger(lake_root: str, batch: CleanBatch, bronze_hour: str) -> None:
+    """The hour's row per Kafka partition in ``_ledger/hours`` (``lake_core.ledger``), once published."""
+    candidates: Counter = Counter()
+    count_rows(batch.silver, np.arange(batch.silver.num_rows), "candidates", candidates)
+    ledger.record_silver_hour(
+        lake_root,
+        bronze_hour,
+        duplicates=partition_counts(batch.stats, "duplicates"),
+        paired=partition_counts(batch.stats, "paired_positions"),
+        candidates=partition_counts(candidates, "candidates"),
+    )
+
+
+def commit_hour(
+    lake_root: str, batch: CleanBatch, bronze_hour: str, gate: Optional[Gate] = None, publish: bool = True
+) -> SilverCommit:
     """Gate ``batch`` (all shards of ``bronze_hour``), then publish it; see the module docstring.
 
     With ``publish=False`` (``lake validate silver --hour``) the batch is gated and nothing is written.
@@ -179,14 +274,19 @@ def commit_hour(lake_root: str, batch: CleanBatch, bronze_hour: str, gate: Optio
     batch = resolve_lone_positions(lake_root, batch)
     quarantine = batch.quarantine.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
     check_existing_tables(lake_root)  # an incompatible table fails here, before anything is written
-    stats = dict(batch.stats)
+    stats = without_partition_counts(batch.stats)
     if gate is not None:
         outcome = gate(batch.silver, quarantine, batch.stats, bronze_hour)
         stats["gate_warnings"] = len(getattr(outcome, "warnings", ()))
     if not publish:
         return SilverCommit(0, 0, quarantine.num_rows, False, stats)
-    inserted = _merge_silver(lake_root, batch.silver, batch.dates)
+    inserted, replaced, read_version = _merge_silver(lake_root, batch.silver, batch.dates)
     written = _replace_quarantine(lake_root, quarantine, bronze_hour)
+    _record_ledger(lake_root, batch, bronze_hour)
+    if replaced:
+        ledger.record_displaced(lake_root, _displaced(lake_root, batch.silver, batch.dates, read_version))
     stats["inserted"] = inserted
-    stats["already_in_silver"] = batch.silver.num_rows - inserted
-    return SilverCommit(inserted, batch.silver.num_rows - inserted, quarantine.num_rows, written, stats)
+    stats["replaced"] = replaced
+    already = batch.silver.num_rows - inserted - replaced
+    stats["already_in_silver"] = already
+    return SilverCommit(inserted, already, quarantine.num_rows, written, stats)

@@ -12,9 +12,10 @@ message, plus what the later steps need: the sender time, the signal name,
 the Bronze coordinates of the row, and its payload where the row may end in
 quarantine.
 """
+
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import msgspec
 import numpy as np
@@ -64,6 +65,7 @@ PARSED_SCHEMA = pa.schema(
         pa.field("source_shape", _STR),
         *MEASUREMENT_FIELDS,
         pa.field("schema_version", pa.int32()),
+        pa.field("kafka_topic", _STR),
         pa.field("kafka_partition", pa.int32(), nullable=False),
         pa.field("kafka_offset", pa.int64(), nullable=False),
         pa.field("signal_name", _STR),  # null for snapshots
@@ -84,7 +86,7 @@ def _value_buffer(strings: pa.Array) -> pa.Buffer:
     """The characters of every value of a string array, back to back (zero-copy)."""
     if len(strings) == 0:
         return pa.py_buffer(b"")
-    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset:strings.offset + len(strings) + 1]
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset : strings.offset + len(strings) + 1]
     start, end = int(offsets[0]), int(offsets[-1])
     return strings.buffers()[2].slice(start, end - start) if end > start else pa.py_buffer(b"")
 
@@ -104,8 +106,9 @@ def _ndjson(payload: pa.Array) -> pa.Buffer:
 def _read_json(payload: pa.Array) -> Optional[pa.Table]:
     """All payloads parsed at once, or None when Arrow refuses any of them."""
     try:
-        table = pj.read_json(pa.BufferReader(_ndjson(payload)), read_options=_READ_OPTIONS,
-                             parse_options=_PARSE_OPTIONS)
+        table = pj.read_json(
+            pa.BufferReader(_ndjson(payload)), read_options=_READ_OPTIONS, parse_options=_PARSE_OPTIONS
+        )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     return table if table.num_rows == len(payload) else None
@@ -161,15 +164,18 @@ def parse_bronze(bronze: pa.Table, bronze_file: str) -> pa.Table:
     name = msg["name"]
     is_signal = pc.and_(
         pc.invert(is_snapshot),
-        pc.and_(pc.is_in(name, value_set=pa.array(list(SIGNAL_COLUMNS), _STR)).fill_null(False),
-                pc.and_(pc.is_valid(msg["did"]), pc.is_valid(value))),
+        pc.and_(
+            pc.is_in(name, value_set=pa.array(list(SIGNAL_COLUMNS), _STR)).fill_null(False),
+            pc.and_(pc.is_valid(msg["did"]), pc.is_valid(value)),
+        ),
     )
     malformed = pc.or_(malformed, pc.invert(pc.or_(is_snapshot, is_signal)))
 
     columns = {}
     for (group, field_name), column in SNAPSHOT_COLUMNS.items():
-        columns[column] = pc.if_else(is_snapshot, pc.struct_field(msg[group], field_name),
-                                     pa.nulls(n, _MEASUREMENT_TYPES[column]))
+        columns[column] = pc.if_else(
+            is_snapshot, pc.struct_field(msg[group], field_name), pa.nulls(n, _MEASUREMENT_TYPES[column])
+        )
     for signal, column in SIGNAL_COLUMNS.items():
         hit = pc.and_(is_signal, pc.equal(name, signal).fill_null(False))
         signal_value = boolean_signal(value) if signal in BOOLEAN_SIGNALS else value
@@ -187,8 +193,9 @@ def parse_bronze(bronze: pa.Table, bronze_file: str) -> pa.Table:
         raw_ms = pc.coalesce(raw_ms, _snapshot_times(payload, missing))
     malformed = pc.or_(malformed, pc.is_null(raw_ms))
 
-    version = pc.if_else(is_snapshot, pc.coalesce(msg["schema_version"], min(SNAPSHOT_SCHEMA_VERSIONS)),
-                         pa.scalar(None, pa.int64()))
+    version = pc.if_else(
+        is_snapshot, pc.coalesce(msg["schema_version"], min(SNAPSHOT_SCHEMA_VERSIONS)), pa.scalar(None, pa.int64())
+    )
     shape = pc.if_else(is_snapshot, "snapshot", pc.if_else(is_signal, "signal", pa.nulls(n, _STR)))
     arrays = {
         "vehicle_id": vehicle_id,
@@ -198,6 +205,7 @@ def parse_bronze(bronze: pa.Table, bronze_file: str) -> pa.Table:
         "source_shape": shape,
         **columns,
         "schema_version": pc.cast(version, pa.int32()),
+        "kafka_topic": bronze["kafka_topic"],
         "kafka_partition": bronze["kafka_partition"],
         "kafka_offset": bronze["kafka_offset"],
         "signal_name": pc.if_else(is_signal, name, pa.nulls(n, _STR)),
@@ -216,5 +224,5 @@ def parse_bronze(bronze: pa.Table, bronze_file: str) -> pa.Table:
     return pa.table([_array(arrays[f.name]) for f in PARSED_SCHEMA], schema=PARSED_SCHEMA)
 
 
-def _array(values) -> pa.Array:
+def _array(values: Any) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values

@@ -7,51 +7,89 @@ such hour, a corrupt file, a Silver table of another schema) and the commit
 is the pipeline's last step, after the gate: a failure anywhere leaves every
 table as it was.
 """
+
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import apache_beam as beam
 
-from ..batch import pipeline_options, run_pipeline
-from ..reports import script_main, writes_json_report
-from ..staging import StagingArea
-from .bronze_input import BronzeHour, check_bronze_file, list_bronze_hour
-from .options import SilverOptions
-from .transforms import NAMESPACE, CleanTelemetry, CommitSilver, ParseTelemetry, ReadBronzeHour, ShardByVehicle
+from beam_pipelines.batch import pipeline_options, run_pipeline
+from beam_pipelines.reports import quarantine_counts, report_fields, script_main, writes_json_report
+from beam_pipelines.sharding import shard_count
+from beam_pipelines.silver.commit import Gate, check_existing_tables
+from beam_pipelines.silver.options import SilverOptions, parse
+from beam_pipelines.silver.transforms import (
+    NAMESPACE,
+    CleanTelemetry,
+    CommitSilver,
+    ParseTelemetry,
+    ReadBronzeHour,
+    ShardByVehicle,
+)
+from beam_pipelines.staging import StagingArea
+from lake_core.bronze.hour_files import BronzeHour, check_bronze_file, list_bronze_hour
+from lake_core.errors import LakeDataError
+from lake_core.settings import Settings
+from quality.gates import SilverGate
+from quality.worker import gate_process
 
 __all__ = ["SilverReport", "build", "run_silver", "run"]
 
 
 @dataclass
 class SilverReport:
+    """What one Silver run did; every count is a field (a misspelt one is an error, not a 0)."""
+
     hour: str
     complete: bool  # the Bronze hour was closed by the ingest
     files: int
-    counters: dict = field(default_factory=dict)
+    bronze_rows: int = 0
+    silver_candidates: int = 0  # rows left after quarantine and dedup within the hour
+    inserted: int = 0  # new Silver rows
+    already_in_silver: int = 0  # candidates Silver held from an earlier hour or run
+    duplicates: int = 0
+    positions_paired: int = 0  # lat+lon signal pairs folded into one row
+    ts_corrected: int = 0  # event times replaced by server time (rule 1)
+    silver_rows: int = 0
+    quarantine_rows: int = 0
+    quarantine_commits: int = 0
+    bronze_files: int = 0
+    gate_warnings: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    counters: dict[str, int] = field(default_factory=dict)  # every Beam counter, as the JSON report keeps them
 
-    def __getattr__(self, name: str) -> int:  # report.inserted, report.bronze_rows...
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return int(self.counters.get(name, 0))
-
-    @property
-    def quarantined(self) -> dict:
-        return {k.removeprefix("quarantined_"): v for k, v in self.counters.items()
-                if k.startswith("quarantined_") and v}
+    @classmethod
+    def from_counters(cls, hour: str, complete: bool, files: int, counters: dict[str, int]) -> SilverReport:
+        return cls(
+            hour,
+            complete,
+            files,
+            **report_fields(cls, counters),
+            quarantined=quarantine_counts(counters),
+            counters=dict(counters),
+        )
 
     def summary(self) -> str:
         reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(self.quarantined.items())) or "none"
-        return (f"silver {self.hour}: {self.bronze_rows:,} bronze rows from {self.files} file(s) -> "
-                f"{self.inserted:,} new silver rows ({self.already_in_silver:,} already there, "
-                f"{self.duplicates:,} duplicates, {self.positions_paired:,} lat+lon pairs), "
-                f"quarantined: {reasons}{'' if self.complete else ' [hour not complete yet]'}")
+        return (
+            f"silver {self.hour}: {self.bronze_rows:,} bronze rows from {self.files} file(s) -> "
+            f"{self.inserted:,} new silver rows ({self.already_in_silver:,} already there, "
+            f"{self.duplicates:,} duplicates, {self.positions_paired:,} lat+lon pairs), "
+            f"quarantined: {reasons}{'' if self.complete else ' [hour not complete yet]'}"
+        )
 
 
-def build(pipeline: beam.Pipeline, opts: SilverOptions, bronze: BronzeHour, gate=None,
-          staging: Optional[StagingArea] = None) -> None:
+def build(
+    pipeline: beam.Pipeline,
+    opts: SilverOptions,
+    bronze: BronzeHour,
+    gate: Optional[Gate] = None,
+    staging: Optional[StagingArea] = None,
+) -> None:
     """Wire the pipeline: the architecture picture, in code."""
     (
         pipeline
@@ -63,10 +101,9 @@ def build(pipeline: beam.Pipeline, opts: SilverOptions, bronze: BronzeHour, gate
     )
 
 
-def _gate(opts: SilverOptions):
+def _gate(opts: SilverOptions) -> Optional[SilverGate]:
     if not opts.gate:
         return None
-    from quality.gates import SilverGate
 
     return SilverGate(opts.lake_root, max_quarantine_rate=opts.max_quarantine_rate, publishing=opts.publish)
 
@@ -74,20 +111,13 @@ def _gate(opts: SilverOptions):
 @writes_json_report("silver")
 def run_silver(opts: SilverOptions, beam_args: Sequence[str] = ()) -> SilverReport:
     """Process one Bronze hour; raise a ``LakeError`` (tables untouched) when it cannot."""
-    from lake.errors import LakeDataError
-
-    from .commit import check_existing_tables
-
-    from quality.worker import gate_process
-
-    opts.validate()
     # The gate's imports run in a second process meanwhile (see quality.worker).
     with gate_process(opts.gate and opts.local):
         bronze = list_bronze_hour(opts.lake_root, opts.hour_ms)
         if opts.require_complete and not bronze.complete:
             raise LakeDataError(f"Bronze hour {bronze.hour} is not complete yet (no _COMPLETE marker)")
-        for name in bronze.files:
-            check_bronze_file(opts.lake_root, f"{bronze.directory}/{name}")
+        rows = sum(check_bronze_file(opts.lake_root, f"{bronze.directory}/{name}") for name in bronze.files)
+        opts = dataclasses.replace(opts, shards=shard_count(rows, opts.shards))
         check_existing_tables(opts.lake_root)
         staging = StagingArea(opts.lake_root, "silver")
         pipeline = beam.Pipeline(options=pipeline_options(opts.runner, opts.local, beam_args))
@@ -96,15 +126,11 @@ def run_silver(opts: SilverOptions, beam_args: Sequence[str] = ()) -> SilverRepo
             counters = run_pipeline(pipeline, NAMESPACE)
         finally:
             staging.remove()
-    return SilverReport(bronze.hour, bronze.complete, len(bronze.files), counters)
+    return SilverReport.from_counters(bronze.hour, bronze.complete, len(bronze.files), counters)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> SilverReport:
     """Entry point for ``python -m beam_pipelines.silver.pipeline --hour ...`` and the DAGs."""
-    from lake.settings import Settings
-
-    from .options import parse
-
     opts, beam_args = parse(argv, Settings.resolve(bootstrap="unused"))
     return run_silver(opts, beam_args)
 

@@ -2,25 +2,33 @@
 
 Progress goes to stderr; ``up`` prints the URL and the login on stdout.
 """
+
 from __future__ import annotations
 
-import os
 import sys
 
-from .. import airflow_local
-from ..errors import ConfigError
+from lake.local.airflow import stack
+from lake_core.errors import ConfigError
+from lake_core.settings import env
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("airflow", parents=[common],
-                       help="run a local Airflow (api-server, scheduler, dag-processor, triggerer) for the DAGs")
+    p = sub.add_parser(
+        "airflow",
+        parents=[common],
+        help="run a local Airflow (api-server, scheduler, dag-processor, triggerer) for the DAGs",
+    )
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--port", type=int, default=None,
-                   help="UI and API port (default: env LAKE_AIRFLOW_PORT, else 8080)")
-    p.add_argument("--host", default=None,
-                   help="interface the UI listens on (default: env LAKE_AIRFLOW_HOST, else 127.0.0.1)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds `up` waits for health, `down` for a clean exit (default 300 / 30)")
+    p.add_argument("--port", type=int, default=None, help="UI and API port (default: env LAKE_AIRFLOW_PORT, else 8080)")
+    p.add_argument(
+        "--host", default=None, help="interface the UI listens on (default: env LAKE_AIRFLOW_HOST, else 127.0.0.1)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds `up` waits for health, `down` for a clean exit (default 300 / 30)",
+    )
     p.set_defaults(func=run)
 
 
@@ -29,9 +37,9 @@ def _progress(line: str) -> None:
 
 
 def _port(args) -> int:
-    raw = args.port if args.port is not None else os.environ.get("LAKE_AIRFLOW_PORT")
+    raw = args.port if args.port is not None else env("LAKE_AIRFLOW_PORT")
     if raw is None:
-        return airflow_local.DEFAULT_PORT
+        return stack.DEFAULT_PORT
     try:
         return int(raw)
     except ValueError:
@@ -44,7 +52,7 @@ def run(args, settings) -> int:
     if args.action == "up":
         return _up(args, settings)
     if args.action == "down":
-        stopped = airflow_local.stop(settings.lake_root, timeout=args.timeout or airflow_local.STOP_TIMEOUT_S)
+        stopped = stack.stop(settings.lake_root, timeout=args.timeout or stack.STOP_TIMEOUT_S)
         if not stopped:
             print("no local Airflow running")
         else:
@@ -54,9 +62,14 @@ def run(args, settings) -> int:
 
 
 def _up(args, settings) -> int:
-    host = args.host or os.environ.get("LAKE_AIRFLOW_HOST") or airflow_local.DEFAULT_HOST
-    info = airflow_local.start(settings.lake_root, port=_port(args), host=host,
-                               timeout=args.timeout or airflow_local.START_TIMEOUT_S, progress=_progress)
+    host = args.host or env("LAKE_AIRFLOW_HOST") or stack.DEFAULT_HOST
+    info = stack.start(
+        settings.lake_root,
+        port=_port(args),
+        host=host,
+        timeout=args.timeout or stack.START_TIMEOUT_S,
+        progress=_progress,
+    )
     if info.already_running:
         _progress("airflow: already running")
     print(f"Airflow UI: {info.url}")
@@ -68,12 +81,12 @@ def _up(args, settings) -> int:
 
 
 def _status(settings) -> int:
-    states, url, report = airflow_local.status(settings.lake_root)
+    states, url, report = stack.status(settings.lake_root)
     running = [s for s in states if s.pid is not None]
     if not running:
         print("airflow: not running")
         return 1
-    healthy = airflow_local.is_healthy(report)
+    healthy = stack.is_healthy(report)
     print(f"airflow: {'running' if healthy else 'degraded'} at {url}")
     for state in states:
         if state.pid is None:

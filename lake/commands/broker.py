@@ -1,28 +1,32 @@
 """``lake broker start|stop|status``: the embedded Kafka-protocol broker."""
+
 from __future__ import annotations
 
+from lake.local import broker
+from lake_core.errors import ConfigError
 from lake_schemas import DEFAULT_PARTITIONS
-
-from .. import broker
 
 
 def register(sub, common) -> None:
     p = sub.add_parser("broker", parents=[common], help="run the embedded Kafka-compatible broker (Tansu)")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--port", type=int, default=9092, help="listen on 127.0.0.1:PORT (default 9092)")
-    p.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
-                   help=f"partitions of the topics it creates (default {DEFAULT_PARTITIONS})")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=DEFAULT_PARTITIONS,
+        help=f"partitions of the topics it creates (default {DEFAULT_PARTITIONS})",
+    )
     p.set_defaults(func=run)
 
 
 def run(args, settings) -> int:
     if args.action == "start":
         if args.partitions < 1:
-            from ..errors import ConfigError
-
             raise ConfigError("--partitions must be at least 1")
-        info = broker.start_broker(settings.lake_root, args.port, args.partitions,
-                                   topics=[settings.topic, settings.dlq_topic])
+        info = broker.start_broker(
+            settings.lake_root, args.port, args.partitions, topics=[settings.topic, settings.dlq_topic]
+        )
         print(info.bootstrap)
         return 0
     if args.action == "stop":

@@ -6,13 +6,14 @@ there the log is read and written back whole, which is fine for a log
 written by an operator's command a few times a day, not for concurrent
 writers.
 """
+
 from __future__ import annotations
 
 import json
 import os
 
+from lake_core.storage import filesystem, fs_path, is_local
 from lake_schemas.paths import join
-from lake_schemas.storage import filesystem, fs_path, is_local
 
 __all__ = ["AUDIT_DIR", "audit_log_path", "append_record", "read_records"]
 

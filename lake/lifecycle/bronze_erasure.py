@@ -1,6 +1,6 @@
 """Erase one vehicle's rows from Bronze and rejects, keeping the ingest's checkpoint intact.
 
-The streaming ingest's checkpoint is the file names (``bronze_files``): a
+The streaming ingest's checkpoint is the file names (``lake_core.bronze.layout``): a
 group with a file missing is deleted on the next start and its offsets read
 again. So a file is rewritten in place under its own name (written beside
 it under a hidden ``.inprogress`` name, then renamed over it; one PUT on
@@ -10,9 +10,9 @@ there). The hour's ``_COMPLETE`` marker is updated to match: each rewritten
 file's ``rows`` becomes what it now holds and ``erased_rows`` counts what
 erasure removed, so ``rows + erased_rows`` is still what the ingest wrote.
 """
+
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -21,13 +21,11 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from beam_pipelines.ingest.bronze_state import write_atomically
+from lake.lifecycle.vehicle_rows import row_filter
+from lake_core.bronze.layout import DICTIONARY_COLUMNS, list_hours, parquet_errors, read_marker, write_marker
+from lake_core.storage import filesystem, fs_path, is_local, write_atomically
 from lake_schemas import LakePaths
 from lake_schemas.paths import PARQUET_TABLES
-from lake_schemas.storage import filesystem, fs_path, is_local
-
-from .bronze_files import list_hours, parquet_errors
-from .vehicle_rows import row_filter
 
 __all__ = ["BronzeErasure", "erase_vehicle"]
 
@@ -45,8 +43,9 @@ def _matches_by_file(lake_root: str, table: str, vehicle_id: str) -> dict:
     if fs.get_file_info(base).type.name == "NotFound":
         return {}
     with parquet_errors(f"listing {base}"):
-        dataset = ds.dataset(base, filesystem=fs, format="parquet", exclude_invalid_files=False,
-                             ignore_prefixes=[".", "_"])
+        dataset = ds.dataset(
+            base, filesystem=fs, format="parquet", exclude_invalid_files=False, ignore_prefixes=[".", "_"]
+        )
     columns = [c for c in ("vehicle_id", "key", "payload") if c in dataset.schema.names]
     with parquet_errors(f"scanning {base} for the vehicle's rows (nothing was rewritten)"):
         found = dataset.to_table(columns=["__filename"], filter=row_filter(vehicle_id, columns))
@@ -58,18 +57,18 @@ def _matches_by_file(lake_root: str, table: str, vehicle_id: str) -> dict:
 
 def _rewrite_without(lake_root: str, path: str, vehicle_id: str) -> int:
     """Rewrite ``path`` without the vehicle's rows; return how many rows it now holds."""
-    from beam_pipelines.ingest.bronze_writer import DICTIONARY_COLUMNS
-
     fs, _ = filesystem(lake_root)
     with parquet_errors(f"reading {path} (left as it was)"), fs.open_input_file(path) as f:
         parquet = pq.ParquetFile(f)
-        compression = (parquet.metadata.row_group(0).column(0).compression.lower()
-                       if parquet.metadata.num_row_groups else "zstd")
+        compression = (
+            parquet.metadata.row_group(0).column(0).compression.lower() if parquet.metadata.num_row_groups else "zstd"
+        )
         table = parquet.read()  # keeps the schema's metadata (the ingest's watermark)
     kept = table.filter(~row_filter(vehicle_id, table.column_names))
     buffer = pa.BufferOutputStream()
-    pq.write_table(kept, buffer, compression=compression,
-                   use_dictionary=[c for c in DICTIONARY_COLUMNS if c in kept.column_names])
+    pq.write_table(
+        kept, buffer, compression=compression, use_dictionary=[c for c in DICTIONARY_COLUMNS if c in kept.column_names]
+    )
     write_atomically(fs, path, buffer.getvalue().to_pybytes(), local=is_local(lake_root))
     return kept.num_rows
 
@@ -77,10 +76,8 @@ def _rewrite_without(lake_root: str, path: str, vehicle_id: str) -> int:
 def _update_marker(lake_root: str, marker_path: str, rows_now: dict) -> None:
     """Record the rewritten files' row counts (``{(table, file name): rows}``) in an hour's ``_COMPLETE``."""
     fs, _ = filesystem(lake_root)
-    try:
-        with fs.open_input_stream(marker_path) as f:
-            marker = json.loads(f.read())
-    except FileNotFoundError:
+    marker = read_marker(fs, marker_path)
+    if marker is None:
         return  # an open hour: its marker, written later, will count the files as they are
     total_delta = 0
     for entry in marker.get("files", []):
@@ -94,11 +91,10 @@ def _update_marker(lake_root: str, marker_path: str, rows_now: dict) -> None:
         return
     if "rows" in marker:
         marker["rows"] += total_delta
-    write_atomically(fs, marker_path, json.dumps(marker, indent=1).encode(), local=is_local(lake_root))
+    write_marker(fs, marker_path, marker, local=is_local(lake_root))
 
 
-def erase_vehicle(lake_root: str, vehicle_id: str, dry_run: bool,
-                  progress: Callable[[str], None]) -> BronzeErasure:
+def erase_vehicle(lake_root: str, vehicle_id: str, dry_run: bool, progress: Callable[[str], None]) -> BronzeErasure:
     """Remove the vehicle's rows from every Bronze and rejects file (see the module docstring)."""
     result = BronzeErasure()
     touched = defaultdict(dict)  # hour start -> {(table, file name): rows now}

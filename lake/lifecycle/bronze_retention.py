@@ -2,7 +2,7 @@
 
 An hour expires when all of it is older than the cutoff (``hour end <=
 now - days``). Three kinds of expired hours are kept anyway, because
-deleting them would make the ingest re-read Kafka (see ``bronze_files``):
+deleting them would make the ingest re-read Kafka (see ``lake_core.bronze.layout``):
 
 - ``resume point``: the hour holds a file of its Kafka partition's latest
   group; the ingest resumes after that group, and without it would start
@@ -15,6 +15,7 @@ They go on a later run, once the rest of their group has expired too.
 Rejects share Bronze's hours and groups, so an hour's two folders go
 together.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -25,15 +26,13 @@ from typing import Callable
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from lake_core.bronze.layout import group_key, list_hours, parquet_errors
+from lake_core.storage import filesystem
 from lake_schemas import BronzeFileName
-from lake_schemas.paths import PARQUET_TABLES, format_hour
-from lake_schemas.storage import filesystem
-
-from .bronze_files import group_key, list_hours, parquet_errors
+from lake_schemas.paths import HOUR_MS, PARQUET_TABLES, format_hour
 
 __all__ = ["BronzeRetentionPlan", "plan_retention", "apply_retention"]
 
-HOUR_MS = 3_600_000
 HELD_RESUME = "resume point of Kafka partition(s) {}"
 HELD_GROUP = "an ingest group spans a kept hour"
 
@@ -66,7 +65,7 @@ def plan_retention(lake_root: str, cutoff: _dt.datetime) -> BronzeRetentionPlan:
     folders = list_hours(lake_root)
     hours_of_group = defaultdict(set)
     groups_of_hour = defaultdict(set)
-    latest = {}  # Kafka partition -> its latest group
+    latest: dict = {}  # (generation, Kafka partition) -> its latest group
     for folder in folders:
         plan.tables[folder.table].files_before += len(folder.data_files())
         for info in folder.files:
@@ -76,12 +75,13 @@ def plan_retention(lake_root: str, cutoff: _dt.datetime) -> BronzeRetentionPlan:
             key = group_key(name)
             hours_of_group[key].add(folder.hour_ms)
             groups_of_hour[folder.hour_ms].add(key)
-            if name.partition not in latest or key[2] > latest[name.partition][2]:
-                latest[name.partition] = key
+            stream = (name.generation, name.partition)
+            if stream not in latest or name.last_offset > latest[stream][3]:
+                latest[stream] = key
     all_hours = {f.hour_ms for f in folders}
     expired = {h for h in all_hours if h + HOUR_MS <= cutoff_ms}
 
-    for partition, key in sorted(latest.items()):
+    for (_generation, partition), key in sorted(latest.items()):
         for hour in hours_of_group[key] & expired:
             plan.held.setdefault(hour, set()).add(partition)
     plan.held = {h: HELD_RESUME.format(", ".join(map(str, sorted(p)))) for h, p in plan.held.items()}
@@ -104,8 +104,10 @@ def plan_retention(lake_root: str, cutoff: _dt.datetime) -> BronzeRetentionPlan:
         expiry.partitions += 1
         for info in folder.data_files():
             expiry.files += 1
-            with parquet_errors(f"reading the footer of {info.path} (nothing was deleted)"), \
-                    fs.open_input_file(info.path) as f:
+            with (
+                parquet_errors(f"reading the footer of {info.path} (nothing was deleted)"),
+                fs.open_input_file(info.path) as f,
+            ):
                 expiry.rows += pq.ParquetFile(f).metadata.num_rows
     return plan
 

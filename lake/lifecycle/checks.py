@@ -1,15 +1,14 @@
 """Argument checks shared by ``lake maintain`` and ``lake forget``: refuse before touching anything."""
+
 from __future__ import annotations
 
 import datetime as _dt
-import re
 from typing import Optional
 
+from lake_core.errors import ConfigError
+from lake_core.storage import filesystem, fs_path, is_local
 from lake_schemas import TABLES, LakePaths
-from lake_schemas.messages import VEHICLE_ID_PATTERN
-from lake_schemas.storage import filesystem, fs_path, is_local
-
-from ..errors import ConfigError
+from lake_schemas.messages import VEHICLE_ID_PATTERN, is_vehicle_id
 
 __all__ = ["require_lake", "check_vehicle_id", "utc_now", "parse_now"]
 
@@ -25,13 +24,14 @@ def require_lake(lake_root: str) -> None:
         raise ConfigError(f"lake root {lake_root} does not exist ({where})")
     paths = LakePaths(lake_root)
     if not any(fs.get_file_info(fs_path(lake_root, paths.table(t))).type.name == "Directory" for t in TABLES):
-        raise ConfigError(f"{lake_root} holds none of the lake's tables ({', '.join(TABLES.values())}): "
-                          f"not a lake root? ({where})")
+        raise ConfigError(
+            f"{lake_root} holds none of the lake's tables ({', '.join(TABLES.values())}): not a lake root? ({where})"
+        )
 
 
 def check_vehicle_id(vehicle_id: str) -> str:
     """The id, if it is one the contract allows (which also keeps it safe inside SQL predicates)."""
-    if not isinstance(vehicle_id, str) or not re.match(VEHICLE_ID_PATTERN, vehicle_id):
+    if not is_vehicle_id(vehicle_id):
         raise ConfigError(f"not a vehicle id: {vehicle_id!r} (expected {VEHICLE_ID_PATTERN})")
     return vehicle_id
 

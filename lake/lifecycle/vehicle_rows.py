@@ -8,6 +8,7 @@ a JSON string (``"V"``, quotes included, so ``V1`` does not match
 ``V10``). A payload naming V in a row that belongs to another vehicle
 (e.g. as a trip id) stays: it is that vehicle's data.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -35,8 +36,7 @@ def row_filter(vehicle_id: str, columns) -> ds.Expression:
         unknown = unknown & ~key.is_valid()
     if "payload" in columns:
         payload = ds.field("payload")
-        mine = mine | (unknown & payload.is_valid()
-                       & pc.match_substring(payload, payload_token(vehicle_id)))
+        mine = mine | (unknown & payload.is_valid() & pc.match_substring(payload, payload_token(vehicle_id)))
     return mine
 
 
@@ -53,6 +53,8 @@ def plain_strings(table: pa.Table) -> pa.Table:
 
     pyarrow 25 has no comparison or substring kernels for ``string_view``.
     """
-    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema],
-                       metadata=table.schema.metadata)
+    schema = pa.schema(
+        [f.with_type(pa.string()) if pa.types.is_string_view(f.type) else f for f in table.schema],
+        metadata=table.schema.metadata,
+    )
     return table if schema.equals(table.schema) else table.cast(schema)

@@ -7,6 +7,7 @@ without it (with Gold's own functions), and replaces exactly those hours in
 one commit per day. A zone-hour the vehicle was alone in disappears. Days
 Gold never computed stay uncomputed.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -17,18 +18,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from beam_pipelines.delta_tables import with_commit_retries
 from beam_pipelines.gold.compute import finish_zone_hourly, zone_hourly_partial
+from lake.lifecycle.delta_maintenance import delta_errors
+from lake.lifecycle.vehicle_rows import plain_strings, row_filter
+from lake_core.delta import with_commit_retries
+from lake_core.storage import delta_dataset, filesystem, fs_path
 from lake_schemas import LakePaths
-from lake_schemas.storage import delta_dataset, filesystem, fs_path
+from lake_schemas.paths import HOUR_MS
 from lake_schemas.tables import GOLD_ZONE_HOURLY_SCHEMA
-
-from .delta_upkeep import delta_errors
-from .vehicle_rows import plain_strings, row_filter
 
 __all__ = ["vehicle_rows", "vehicle_hours", "recompute_zone_hours"]
 
-HOUR_MS = 3_600_000
 PARTITION = "event_date"
 
 
@@ -82,11 +82,17 @@ def _gold_days(path: str) -> set:
 
 def _silver_rows(lake_root: str, day: _dt.date, hours: set, vehicle_id: str) -> pa.Table:
     path = LakePaths(lake_root).table("silver_telemetry")
-    rows = plain_strings(delta_dataset(path).to_table(columns=["zone_id", "event_ts", "vehicle_id", "soc_pct"],
-                                                      filter=ds.field(PARTITION) == pa.scalar(day, pa.date32())))
+    rows = plain_strings(
+        delta_dataset(path).to_table(
+            columns=["zone_id", "event_ts", "vehicle_id", "soc_pct"],
+            filter=ds.field(PARTITION) == pa.scalar(day, pa.date32()),
+        )
+    )
     hour = _epoch_ms(pc.floor_temporal(rows["event_ts"], unit="hour"))
-    keep = pc.and_(pc.is_in(hour, value_set=pa.array(sorted(hours), pa.int64())),
-                   pc.invert(pc.fill_null(pc.equal(rows["vehicle_id"], vehicle_id), False)))
+    keep = pc.and_(
+        pc.is_in(hour, value_set=pa.array(sorted(hours), pa.int64())),
+        pc.invert(pc.fill_null(pc.equal(rows["vehicle_id"], vehicle_id), False)),
+    )
     return rows.filter(keep)
 
 
@@ -105,8 +111,11 @@ def recompute_zone_hours(lake_root: str, hours: set, vehicle_id: str, dry_run: b
     paths = LakePaths(lake_root)
     zone_path = paths.table("gold_zone_hourly")
     outcome = {"hours": 0, "rows_before": 0, "rows_after": 0}
-    if not hours or not DeltaTable.is_deltatable(zone_path) or not DeltaTable.is_deltatable(
-            paths.table("silver_telemetry")):
+    if (
+        not hours
+        or not DeltaTable.is_deltatable(zone_path)
+        or not DeltaTable.is_deltatable(paths.table("silver_telemetry"))
+    ):
         return outcome
     by_day = defaultdict(set)
     for hour in hours:
@@ -117,10 +126,14 @@ def recompute_zone_hours(lake_root: str, hours: set, vehicle_id: str, dry_run: b
             continue
         rows = finish_zone_hourly(zone_hourly_partial(_silver_rows(lake_root, day, day_hours, vehicle_id)))
         rows = rows.cast(GOLD_ZONE_HOURLY_SCHEMA)
-        predicate = (f"{PARTITION} = DATE '{day.isoformat()}' AND hour_start IN ("
-                     + ", ".join(f"'{_iso(h)}'" for h in sorted(day_hours)) + ")")
-        before = delta_dataset(zone_path).to_table(columns=["hour_start"],
-                                                   filter=ds.field(PARTITION) == pa.scalar(day, pa.date32()))
+        predicate = (
+            f"{PARTITION} = DATE '{day.isoformat()}' AND hour_start IN ("
+            + ", ".join(f"'{_iso(h)}'" for h in sorted(day_hours))
+            + ")"
+        )
+        before = delta_dataset(zone_path).to_table(
+            columns=["hour_start"], filter=ds.field(PARTITION) == pa.scalar(day, pa.date32())
+        )
         before_ms = _epoch_ms(before["hour_start"])
         replaced = pc.is_in(before_ms, value_set=pa.array(sorted(day_hours), pa.int64()))
         outcome["rows_before"] += pc.sum(pc.cast(replaced, pa.int64())).as_py() or 0
@@ -130,8 +143,9 @@ def recompute_zone_hours(lake_root: str, hours: set, vehicle_id: str, dry_run: b
             continue
 
         def replace(rows=rows, predicate=predicate) -> None:
-            write_deltalake(DeltaTable(zone_path), rows, mode="overwrite", predicate=predicate,
-                            partition_by=[PARTITION])
+            write_deltalake(
+                DeltaTable(zone_path), rows, mode="overwrite", predicate=predicate, partition_by=[PARTITION]
+            )
 
         with delta_errors(f"recompute {day} hours in {zone_path}"):
             with_commit_retries(replace, f"recompute {day} hours in gold/zone_hourly")

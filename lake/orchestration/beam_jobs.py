@@ -19,6 +19,7 @@ The job writes its outcome to ``--report-json`` (``beam_pipelines.reports``):
 the task returns the report, or fails with the job's own error (a failed
 gate names its failed expectations) rather than with a return code.
 """
+
 from __future__ import annotations
 
 import collections
@@ -29,8 +30,7 @@ import tempfile
 from contextlib import contextmanager
 
 from beam_pipelines.reports import read_report
-
-from .config import JobConfig
+from lake.orchestration.config import JobConfig
 
 __all__ = ["run_job"]
 
@@ -93,8 +93,12 @@ def run_job(job: str, flags: dict, config: JobConfig) -> dict:
         with _lake_root_in_environment(config.lake_root), _job_stops_with_the_task():
             try:
                 BeamHook(runner=config.runner).start_python_pipeline(
-                    variables=variables, py_file=JOBS[job], py_options=["-m"], py_interpreter=sys.executable,
-                    process_line_callback=output.append)
+                    variables=variables,
+                    py_file=JOBS[job],
+                    py_options=["-m"],
+                    py_interpreter=sys.executable,
+                    process_line_callback=output.append,
+                )
             except Exception as exc:  # noqa: BLE001 -- the report below says what happened
                 failure = exc
         report = read_report(report_path, job_output="".join(output).rstrip() or None)

@@ -6,7 +6,7 @@
 | ``lake_beam_runner``               | ``LAKE_BEAM_RUNNER``               | ``FnApiRunner`` (local)  |
 | ``lake_beam_options``              | ``LAKE_BEAM_OPTIONS``              | ``{}``                   |
 | ``lake_silver_max_quarantine_rate``| ``LAKE_SILVER_MAX_QUARANTINE_RATE``| ``0.1`` (the contract's) |
-| ``lake_bronze_retention_days``,    | same names, upper case             | ``lake.maintenance``'s   |
+| ``lake_bronze_retention_days``,    | same names, upper case             | ``lake.lifecycle.maintenance``'s   |
 | ``lake_silver_retention_days``,    |                                    | (90, 730, 1825 days,     |
 | ``lake_gold_retention_days``,      |                                    | 168 hours)               |
 | ``lake_vacuum_retention_hours``    |                                    |                          |
@@ -24,15 +24,15 @@ the environment (``GOOGLE_APPLICATION_CREDENTIALS``, ``AWS_*``).
 Read inside tasks only: a Variable read at parse time would cost a
 metadata-database call at every parse and freeze the value into the DAG.
 """
+
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from lake.errors import ConfigError
-from lake.settings import normalize_root
+from lake_core.errors import ConfigError
+from lake_core.settings import env, normalize_root
 from lake_schemas.rules import QUARANTINE_RATE_MAX
 
 __all__ = ["JobConfig", "job_config", "maintenance_limits", "airflow_variable"]
@@ -61,7 +61,7 @@ def airflow_variable(name: str) -> Optional[str]:
 def _setting(get: VariableGetter, name: str) -> Optional[str]:
     value = get(name)
     if value in (None, ""):
-        value = os.environ.get(name.upper())
+        value = env(name.upper())
     return None if value in (None, "") else str(value)
 
 
@@ -84,18 +84,24 @@ def job_config(get: VariableGetter = airflow_variable) -> JobConfig:
         raise ConfigError(f"lake_silver_max_quarantine_rate is not a number: {rate_text!r}") from None
     if not 0.0 <= rate <= 1.0:
         raise ConfigError(f"lake_silver_max_quarantine_rate must be between 0 and 1, not {rate}")
-    return JobConfig(lake_root=normalize_root(root), runner=_setting(get, "lake_beam_runner") or DEFAULT_RUNNER,
-                     beam_options=options, max_quarantine_rate=rate)
+    return JobConfig(
+        lake_root=normalize_root(root),
+        runner=_setting(get, "lake_beam_runner") or DEFAULT_RUNNER,
+        beam_options=options,
+        max_quarantine_rate=rate,
+    )
 
 
-_MAINTENANCE_LIMITS = {"lake_bronze_retention_days": ("bronze_days", int),
-                       "lake_silver_retention_days": ("silver_days", int),
-                       "lake_gold_retention_days": ("gold_days", int),
-                       "lake_vacuum_retention_hours": ("vacuum_hours", float)}
+_MAINTENANCE_LIMITS = {
+    "lake_bronze_retention_days": ("bronze_days", int),
+    "lake_silver_retention_days": ("silver_days", int),
+    "lake_gold_retention_days": ("gold_days", int),
+    "lake_vacuum_retention_hours": ("vacuum_hours", int),
+}
 
 
 def maintenance_limits(get: VariableGetter = airflow_variable) -> dict:
-    """The retention limits set for ``lake.maintenance.maintain`` (only those set; it checks their values)."""
+    """The retention limits set for ``lake.lifecycle.maintenance.maintain`` (only those set; it checks their values)."""
     limits = {}
     for name, (argument, kind) in _MAINTENANCE_LIMITS.items():
         text = _setting(get, name)

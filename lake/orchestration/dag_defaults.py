@@ -4,7 +4,8 @@ Retries back off exponentially (2 min, 4, 8, capped at 30) for what may pass
 on its own: a crashed worker, a storage hiccup, a lost Delta commit race the
 job's own retries did not win. What cannot pass by retrying fails at once:
 a failed quality gate, missing or corrupt input, a bad setting
-(``QualityGateFailed``, ``LakeDataError``, ``ConfigError``); re-running the
+(``QualityGateFailed``, ``LakeDataError``, ``ConfigError``, an imbalance of the
+ledger: ``LedgerImbalance``); re-running the
 same batch through the same gate would only fail again, later.
 
 The DAGs start at ``LAKE_DAGS_START_DATE`` (an ISO date, read when the DAG
@@ -12,12 +13,13 @@ file is parsed; default 2026-03-01, the simulator's default start) and catch
 up from there: an environment variable, not an Airflow Variable, because a
 start date must not change between two parses.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
-import os
 
-from lake.errors import ConfigError
+from lake_core.errors import ConfigError
+from lake_core.settings import env
 
 __all__ = ["OWNER", "default_args", "start_date"]
 
@@ -26,7 +28,7 @@ DEFAULT_START_DATE = "2026-03-01"
 
 
 def start_date() -> _dt.datetime:
-    text = os.environ.get("LAKE_DAGS_START_DATE") or DEFAULT_START_DATE
+    text = env("LAKE_DAGS_START_DATE") or DEFAULT_START_DATE
     try:
         day = _dt.date.fromisoformat(text)
     except ValueError:
@@ -37,11 +39,20 @@ def start_date() -> _dt.datetime:
 def _retry_policy():
     from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
 
-    return ExceptionRetryPolicy(rules=[
-        RetryRule(exception=["lake.errors.QualityGateFailed", "lake.errors.LakeDataError", "lake.errors.ConfigError"],
-                  action=RetryAction.FAIL,
-                  reason="the same input would fail the same way: fix it, then clear the task"),
-    ])
+    return ExceptionRetryPolicy(
+        rules=[
+            RetryRule(
+                exception=[
+                    "lake_core.errors.QualityGateFailed",
+                    "lake_core.errors.LakeDataError",
+                    "lake_core.errors.ConfigError",
+                    "lake_core.errors.LedgerImbalance",
+                ],
+                action=RetryAction.FAIL,
+                reason="the same input would fail the same way: fix it, then clear the task",
+            ),
+        ]
+    )
 
 
 def default_args(**overrides) -> dict:

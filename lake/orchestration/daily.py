@@ -1,6 +1,6 @@
 """The tasks of ``telemetry_silver_to_gold``: one Silver day -> Gold.
 
-    wait_for_silver_day -> publish_gold -> record_gold_day
+    wait_for_silver_day -> publish_gold -> check_ledger -> record_gold_day
 
 How the daily run knows its 24 hours are done: from the lake, not from
 Airflow's database. An hour is settled when its Silver publication is
@@ -12,18 +12,35 @@ count; and a day whose hour failed its gate waits, and then fails by its
 timeout, naming the hours it waited for, instead of aggregating a day with
 a hole.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 
-from .bronze_hours import HourState, bronze_hour_state
-from .config import job_config
-from .intervals import HOUR, hour_start_ms, interval_day
-from .run_log import silver_hours_recorded
+from lake.orchestration.beam_jobs import run_job
+from lake.orchestration.config import job_config
+from lake.orchestration.intervals import HOUR, hour_start_ms, interval_day
+from lake.orchestration.ledger_gate import ledger_gate
+from lake.orchestration.run_log import record_gold_day as record
+from lake.orchestration.run_log import silver_hours_recorded
+from lake_core.bronze.readiness import HourState, bronze_hour_state
+from lake_core.gold_alerts import publish_alerts_day
+from lake_core.ledger import hours_of_day
+from lake_core.settings import env
+from lake_schemas import LakePaths
+from lake_schemas.hot import DEFAULT_HOT_DSN
 
-__all__ = ["day_hours_pending", "silver_day_has_files", "silver_day_ready", "publish_gold", "record_gold_day",
-           "gold_published"]
+__all__ = [
+    "day_hours_pending",
+    "silver_day_has_files",
+    "silver_day_ready",
+    "publish_gold",
+    "check_ledger_day",
+    "record_gold_day",
+    "copy_alerts",
+    "gold_published",
+]
 
 LOG = logging.getLogger(__name__)
 
@@ -43,11 +60,10 @@ def day_hours_pending(lake_root: str, day: _dt.date) -> list:
 def silver_day_has_files(lake_root: str, day: _dt.date) -> bool:
     from deltalake import DeltaTable
 
-    from lake_schemas import LakePaths
-
     path = LakePaths(lake_root).table("silver_telemetry")
     return DeltaTable.is_deltatable(path) and bool(
-        DeltaTable(path).file_uris(file_pruning_predicate=[("event_date", "=", day.isoformat())]))
+        DeltaTable(path).file_uris(file_pruning_predicate=[("event_date", "=", day.isoformat())])
+    )
 
 
 def silver_day_ready(data_interval_start, data_interval_end, params):
@@ -59,8 +75,12 @@ def silver_day_ready(data_interval_start, data_interval_end, params):
     pending = day_hours_pending(job_config().lake_root, day)
     hours = ", ".join(h[11:] for h in pending)
     if pending and params.get("partial_day"):
-        LOG.warning("Silver day %s: %d hour(s) not published yet (%s); aggregating anyway (partial_day)",
-                    day, len(pending), hours)
+        LOG.warning(
+            "Silver day %s: %d hour(s) not published yet (%s); aggregating anyway (partial_day)",
+            day,
+            len(pending),
+            hours,
+        )
         pending = []
     elif pending:
         LOG.info("Silver day %s: waiting for %d hour(s) to be published or closed empty: %s", day, len(pending), hours)
@@ -87,8 +107,6 @@ def publish_gold(silver_day: dict) -> dict:
     """The Gold job for the day (its gate runs before its commit); skipped for a day Silver has no rows of."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from .beam_jobs import run_job
-
     config = job_config()
     day = _dt.date.fromisoformat(silver_day["date"])
     if not silver_day_has_files(config.lake_root, day):
@@ -98,9 +116,21 @@ def publish_gold(silver_day: dict) -> dict:
     return gold_published(report)
 
 
-def record_gold_day(published: dict, run_id: str) -> str:
-    from .run_log import record_gold_day as record
+def copy_alerts(published: dict) -> int:
+    """The day's alerts from the hot store (``LAKE_HOT_DSN``) into ``gold_alerts``, gated (contract section 9)."""
+    config = job_config()
+    day = _dt.date.fromisoformat(published["date"])
+    count = publish_alerts_day(env("LAKE_HOT_DSN") or DEFAULT_HOT_DSN, config.lake_root, day)
+    LOG.info("gold_alerts %s: %d alert(s)", published["date"], count)
+    return count
 
+
+def check_ledger_day(published: dict) -> dict:
+    """The ledger gate after the publish: the day's 24 hours accounted for (``lake ledger --date``)."""
+    return ledger_gate(job_config().lake_root, hours_of_day(_dt.date.fromisoformat(published["date"])))
+
+
+def record_gold_day(published: dict, run_id: str) -> str:
     path = record(job_config().lake_root, published["date"], published, run_id)
     LOG.info("recorded %s: %s", path, published["summary"])
     return path

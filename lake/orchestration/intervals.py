@@ -6,12 +6,13 @@ interval that ended at X. Either way the tasks read ``data_interval_start``
 and ``data_interval_end`` and never the clock, so a backfill of last month
 processes last month.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 from typing import Mapping, Optional
 
-from lake.errors import ConfigError
+from lake_core.errors import ConfigError
 from lake_schemas.paths import HOUR_FORMAT
 
 __all__ = ["interval_hour", "interval_day", "hour_start_ms", "as_utc"]
@@ -22,8 +23,10 @@ DAY = _dt.timedelta(days=1)
 
 def as_utc(value) -> _dt.datetime:
     if value is None:
-        raise ConfigError("this run has no data interval (a run without a logical date): "
-                          "trigger it with a logical date, or with conf {\"date\": \"YYYY-MM-DD\"} for a Gold day")
+        raise ConfigError(
+            "this run has no data interval (a run without a logical date): "
+            'trigger it with a logical date, or with conf {"date": "YYYY-MM-DD"} for a Gold day'
+        )
     if value.tzinfo is None:
         raise ConfigError(f"a data interval bound without a time zone: {value!r}")
     return _dt.datetime.fromtimestamp(value.timestamp(), _dt.timezone.utc)

@@ -14,6 +14,7 @@ read Silver already, or may be running now) and any day whose Gold already
 exists. The answer depends only on the lake, not on which run asks, so a
 re-run or a retry of the hour gives the same days.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -23,9 +24,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from lake_core.bronze.hour_files import list_bronze_hour
+from lake_core.storage import delta_dataset, filesystem
 from lake_schemas import LakePaths
 from lake_schemas.rules import correct_event_time
-from lake_schemas.storage import delta_dataset, filesystem
 
 __all__ = ["gold_days_to_recompute", "gold_day_exists", "silver_days_from_hour"]
 
@@ -33,20 +35,30 @@ _KEY = ["kafka_partition", "kafka_offset"]
 
 
 def _bronze_rows(lake_root: str, hour_ms: int) -> pa.Table:
-    from beam_pipelines.silver.bronze_input import list_bronze_hour
-
     listing = list_bronze_hour(lake_root, hour_ms)
     fs, _ = filesystem(lake_root)
-    parts = [pq.read_table(f"{listing.directory}/{name}", columns=[*_KEY, "event_ts", "ingest_ts"], filesystem=fs)
-             for name in listing.files]
+    parts = [
+        pq.read_table(f"{listing.directory}/{name}", columns=[*_KEY, "event_ts", "ingest_ts"], filesystem=fs)
+        for name in listing.files
+    ]
     if not parts:
-        return pa.table({"kafka_partition": pa.array([], pa.int32()), "kafka_offset": pa.array([], pa.int64()),
-                         "event_date": pa.array([], pa.date32())})
+        return pa.table(
+            {
+                "kafka_partition": pa.array([], pa.int32()),
+                "kafka_offset": pa.array([], pa.int64()),
+                "event_date": pa.array([], pa.date32()),
+            }
+        )
     rows = pa.concat_tables(parts)
     # Silver's event_date is the date of the event time after rule 1 (server-side time).
     event_ts, _ = correct_event_time(rows["event_ts"], rows["ingest_ts"])
-    return pa.table({"kafka_partition": rows["kafka_partition"], "kafka_offset": rows["kafka_offset"],
-                     "event_date": pc.cast(event_ts, pa.date32())})
+    return pa.table(
+        {
+            "kafka_partition": rows["kafka_partition"],
+            "kafka_offset": rows["kafka_offset"],
+            "event_date": pc.cast(event_ts, pa.date32()),
+        }
+    )
 
 
 def _may_hold(bronze: pa.Table, days: set):
@@ -59,8 +71,11 @@ def _may_hold(bronze: pa.Table, days: set):
     in_hour = None
     columns = ("kafka_partition", "kafka_offset_min", "kafka_offset_max")
     for partition, low, high in zip(*(ranges[c].to_pylist() for c in columns)):
-        one = ((ds.field("kafka_partition") == partition) & (ds.field("kafka_offset") >= low)
-               & (ds.field("kafka_offset") <= high))
+        one = (
+            (ds.field("kafka_partition") == partition)
+            & (ds.field("kafka_offset") >= low)
+            & (ds.field("kafka_offset") <= high)
+        )
         in_hour = one if in_hour is None else in_hour | one
     return ds.field("event_date").isin(pa.array(sorted(days), pa.date32())) & in_hour
 
@@ -85,8 +100,15 @@ def silver_days_from_hour(lake_root: str, hour_ms: int, days: set) -> set:
     if bronze.num_rows == 0:
         return set()
     silver = delta_dataset(path).to_table(columns=[*_KEY, "event_date"], filter=_may_hold(bronze, days))
-    silver = silver.cast(pa.schema([pa.field("kafka_partition", pa.int32()), pa.field("kafka_offset", pa.int64()),
-                                    pa.field("event_date", pa.date32())]))
+    silver = silver.cast(
+        pa.schema(
+            [
+                pa.field("kafka_partition", pa.int32()),
+                pa.field("kafka_offset", pa.int64()),
+                pa.field("event_date", pa.date32()),
+            ]
+        )
+    )
     from_hour = silver.join(bronze, keys=_KEY, join_type="left semi")
     return set(pc.unique(from_hour["event_date"]).to_pylist())
 

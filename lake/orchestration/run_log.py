@@ -8,6 +8,7 @@ or day runs again (the latest run wins). Besides telling an operator what
 a run did without Airflow's database, the Silver records are how the daily
 DAG knows that an hour was published (``silver_hours_recorded``).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -16,9 +17,9 @@ from typing import Optional
 
 import pyarrow.fs as pafs
 
+from lake_core.storage import filesystem, fs_path, is_local, write_atomically
 from lake_schemas import LakePaths
 from lake_schemas.paths import join
-from lake_schemas.storage import filesystem, fs_path, is_local
 
 __all__ = ["record_silver_hour", "silver_hours_recorded", "record_gold_day", "read_record", "runs_dir"]
 
@@ -36,8 +37,6 @@ def _gold_path(lake_root: str, day: str) -> str:
 
 
 def _write(lake_root: str, path: str, body: dict) -> str:
-    from beam_pipelines.ingest.bronze_state import write_atomically
-
     fs, _ = filesystem(lake_root)
     inner = fs_path(lake_root, path)
     fs.create_dir(inner.rsplit("/", 1)[0], recursive=True)
@@ -46,8 +45,13 @@ def _write(lake_root: str, path: str, body: dict) -> str:
 
 
 def _record(layer: str, key: str, published: dict, dag_run: Optional[str]) -> dict:
-    return {"layer": layer, "key": key, "dag_run": dag_run, "published": published,
-            "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "layer": layer,
+        "key": key,
+        "dag_run": dag_run,
+        "published": published,
+        "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def record_silver_hour(lake_root: str, hour: str, published: dict, dag_run: Optional[str] = None) -> str:
@@ -64,8 +68,9 @@ def silver_hours_recorded(lake_root: str, day: _dt.date) -> set:
     fs, _ = filesystem(lake_root)
     directory = fs_path(lake_root, join(runs_dir(lake_root), "silver", day.isoformat()))
     infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
-    return {i.base_name[:-len(".json")] for i in infos
-            if i.type == pafs.FileType.File and i.base_name.endswith(".json")}
+    return {
+        i.base_name[: -len(".json")] for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".json")
+    }
 
 
 def read_record(lake_root: str, layer: str, key: str) -> Optional[dict]:

@@ -1,0 +1,392 @@
+"""The MQTT-to-Kafka bridge (contract section 8): ``telemetry/<vehicle id>`` -> the telemetry topic.
+
+It subscribes to ``telemetry/+`` at QoS 1 in a persistent MQTT 5 session and
+produces each message, byte for byte, keyed by the topic's vehicle id. A
+message is acknowledged to Mosquitto (PUBACK) only once Kafka's delivery
+report for it came back; until then Mosquitto keeps it, so a SIGKILLed
+bridge loses nothing: its session's unacknowledged messages are delivered
+again when it comes back (Silver removes the duplicates by event id).
+
+A payload naming another vehicle than its topic (``vehicle_id``, or ``did``
+for a signal) goes to the DLQ topic with reason ``vehicle_mismatch`` and the
+ingest's DLQ headers; nothing else is checked here: a payload that is not
+JSON, or not a telemetry message, goes on as it is and the ingest refuses it
+into Bronze's rejects with its reason.
+
+Acknowledgements and reconnections. A packet id names a message only on the
+connection it came on: once Mosquitto has our PUBACK it may give the id to
+another message. So a delivery that completes after its connection was lost
+is not acknowledged on the next one; Mosquitto sends that message again on
+the new connection (it is still unacknowledged in the session), and the new
+copy is produced and acknowledged as any other.
+
+The MQTT client is gmqtt (asyncio), chosen by measurement (benchmarks/bridge.py
+and the bridge's note): its manual acknowledgement -- a coroutine per message
+whose completion sends the PUBACK -- cost about half the CPU per message of
+paho-mqtt's on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import gmqtt
+import msgspec
+from confluent_kafka import KafkaError, Producer
+
+from lake.edge.bridge_metrics import serve_bridge_metrics
+from lake_core.errors import ConfigError
+from lake_schemas import RejectReason
+from lake_schemas.topics import DLQ_HEADER_DETAIL, DLQ_HEADER_REASON, DLQ_HEADER_SOURCE
+
+__all__ = ["BridgeOptions", "BridgeStats", "MqttKafkaBridge", "claimed_vehicle", "run_bridge", "SUBSCRIPTION"]
+
+LOG = logging.getLogger("lake.bridge")
+
+SUBSCRIPTION = "telemetry/+"
+_TOPIC_PREFIX = "telemetry/"
+_RETRY_PAUSE_S = 1.0  # after Kafka refused a message, before producing it again
+
+
+class _Unacknowledged(Exception):
+    """A message that must not be acknowledged (its connection is gone, or the bridge is stopping).
+
+    Raised from the message's coroutine: gmqtt then sends no PUBACK, and Mosquitto delivers it again."""
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    bootstrap: str
+    topic: str
+    dlq_topic: str
+    password: str = field(repr=False)
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1884
+    username: str = "lake.bridge"
+    client_id: str = "lake-bridge"
+    shared: Optional[str] = None  # the MQTT 5 shared-subscription group
+    cafile: Optional[str] = None  # TLS to Mosquitto, verified with this CA
+    receive_maximum: int = 5_000  # messages Mosquitto may have in flight to us, unacknowledged
+    session_expiry_s: int = 7 * 24 * 3600  # how long Mosquitto keeps our session (and queues for it) while we are away
+    log_every_s: float = 10.0
+    health_file: Optional[str] = None  # touched every 5 s while connected to Mosquitto (container healthchecks)
+    metrics_port: Optional[int] = None  # serve Prometheus metrics here (lake.edge.bridge_metrics)
+    metrics_host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.receive_maximum <= 65_535:
+            raise ConfigError("--receive-maximum must be 1..65535 (MQTT 5 Receive Maximum)")
+        if not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
+            raise ConfigError("--session-expiry must be 0..4294967295 seconds")
+        if self.shared is not None and (not self.shared or any(c in self.shared for c in "/+#")):
+            raise ConfigError(f"--shared {self.shared!r}: a group name without '/', '+' or '#'")
+        if not self.client_id:
+            raise ConfigError("--client-id must not be empty")
+
+    @property
+    def subscription(self) -> str:
+        return f"$share/{self.shared}/{SUBSCRIPTION}" if self.shared else SUBSCRIPTION
+
+
+@dataclass
+class BridgeStats:
+    """Counters since the bridge started (what a ``/metrics`` endpoint would export)."""
+
+    received: int = 0  # MQTT messages taken in
+    redelivered: int = 0  # of those, marked DUP by Mosquitto (sent again after a lost connection)
+    forwarded: int = 0  # delivered to the telemetry topic and acknowledged
+    mismatched: int = 0  # delivered to the DLQ (vehicle_mismatch) and acknowledged
+    kafka_retries: int = 0  # deliveries Kafka refused, produced again
+    unacknowledged: int = 0  # delivered, but their connection was gone (or we were stopping): Mosquitto resends
+    connects: int = 0  # MQTT connections made (1 + reconnections)
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class _Claim(msgspec.Struct):
+    vehicle_id: Any = None
+    did: Any = None
+
+
+_CLAIM = msgspec.json.Decoder(_Claim)
+
+
+def claimed_vehicle(payload: bytes) -> Optional[str]:
+    """The vehicle a payload says it is from (``vehicle_id``, else a signal's ``did``); None when it names
+    none or cannot be read (the ingest judges those)."""
+    try:
+        claim = _CLAIM.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    vid = claim.vehicle_id if claim.vehicle_id is not None else claim.did
+    return vid if isinstance(vid, str) else None
+
+
+class MqttKafkaBridge:
+    def __init__(self, options: BridgeOptions):
+        self.options = options
+        self.stats = BridgeStats()
+        self._producer = Producer(
+            {
+                "bootstrap.servers": options.bootstrap,
+                "acks": "all",
+                # Not idempotent: MQTT QoS 1 already redelivers (the lake removes duplicates by event_id and
+                # orders by event time), and against the embedded broker idempotence cut the bridge from
+                # 0.83x to 0.56x of a plain loop (benchmarks/bridge.py, same run each).
+                "enable.idempotence": False,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 200_000,
+                "message.timeout.ms": 120_000,
+                "client.id": f"lake-bridge-{options.client_id}",
+            }
+        )
+        self._generation = 0  # bumped at every (dis)connection: a packet id is only good on its own
+        self._connected = asyncio.Event()
+        self._stopping = False
+        self._in_flight = 0  # produced, delivery not yet reported
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._client = gmqtt.Client(
+            options.client_id,
+            clean_session=False,
+            optimistic_acknowledgement=False,
+            session_expiry_interval=options.session_expiry_s,
+            receive_maximum=options.receive_maximum,
+        )
+        self._client.set_auth_credentials(options.username, options.password)
+        self._client.set_config({"reconnect_retries": gmqtt.constants.UNLIMITED_RECONNECTS, "reconnect_delay": 1})
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
+        self._logged: Optional[dict] = None
+
+    # -- MQTT side ------------------------------------------------------------------------------
+
+    def _on_connect(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
+        self._generation += 1
+        self.stats.connects += 1
+        self._connected.set()
+        if self.stats.connects > 1:
+            LOG.warning("reconnected to Mosquitto at %s:%s", self.options.mqtt_host, self.options.mqtt_port)
+
+    def _on_subscribe(self, client: Any, mid: int, qos: Any, properties: Any) -> None:
+        granted = list(qos) if isinstance(qos, (list, tuple)) else [qos]
+        if any(q not in (1, 2) for q in granted):
+            LOG.error("Mosquitto refused the subscription to %s (%s)", self.options.subscription, granted)
+            self.stop()
+            return
+        LOG.info("subscribed to %s at QoS 1", self.options.subscription)
+
+    def _on_disconnect(self, client: Any, packet: Any, exc: Any = None) -> None:
+        self._generation += 1
+        self._connected.clear()
+        if not self._stopping:
+            LOG.warning("lost Mosquitto at %s:%s; reconnecting", self.options.mqtt_host, self.options.mqtt_port)
+
+    async def _on_message(self, client: Any, topic: str, payload: bytes, qos: int, properties: dict) -> int:
+        """Produce one message; return (PUBACK sent) only once Kafka has it, else raise ``_Unacknowledged``."""
+        generation = self._generation
+        if self._stopping:
+            raise _Unacknowledged
+        self.stats.received += 1
+        if properties.get("dup"):
+            self.stats.redelivered += 1
+        vehicle = topic[len(_TOPIC_PREFIX) :] if topic.startswith(_TOPIC_PREFIX) else topic
+        claimed = claimed_vehicle(payload)
+        mismatch = claimed is not None and claimed != vehicle
+        while True:
+            if mismatch:
+                detail = f"payload names vehicle {claimed[:80]!r}, published on {topic}"
+                headers = [
+                    (DLQ_HEADER_REASON, RejectReason.VEHICLE_MISMATCH.value),
+                    (DLQ_HEADER_DETAIL, detail),
+                    (DLQ_HEADER_SOURCE, f"mqtt:{topic}"),
+                ]
+                error = await self._produce(self.options.dlq_topic, payload, vehicle, headers)
+            else:
+                error = await self._produce(self.options.topic, payload, vehicle, None)
+            if error is None:
+                break
+            self.stats.kafka_retries += 1
+            LOG.warning("Kafka refused a message of %s (%s); producing it again", topic, error)
+            await asyncio.sleep(_RETRY_PAUSE_S)
+            if generation != self._generation or self._stopping:
+                break  # Mosquitto sends it again on the next connection
+        if error is not None or generation != self._generation:
+            self.stats.unacknowledged += 1
+            raise _Unacknowledged
+        if mismatch:
+            self.stats.mismatched += 1
+        else:
+            self.stats.forwarded += 1
+        return 0  # PUBACK, reason "success"
+
+    # -- Kafka side ------------------------------------------------------------------------------
+
+    async def _produce(self, topic: str, value: bytes, key: str, headers: Optional[list]) -> Optional[KafkaError]:
+        assert self._loop is not None
+        delivered: asyncio.Future = self._loop.create_future()
+
+        def report(err: Optional[KafkaError], _msg: Any) -> None:
+            if not delivered.done():
+                delivered.set_result(err)
+
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=report)
+                break
+            except BufferError:  # librdkafka's queue is full: Kafka is slow or away; wait for it
+                await asyncio.sleep(0.05)
+        self._in_flight += 1
+        try:
+            return await delivered
+        finally:
+            self._in_flight -= 1
+
+    async def _poll_kafka(self) -> None:
+        """Serve delivery reports: often while messages are in flight, rarely when idle."""
+        while True:
+            self._producer.poll(0)
+            # every 2 ms while messages wait: the producer lingers 5 ms anyway, and a tighter loop cost
+            # 6% of the CPU (py-spy) for no throughput
+            await asyncio.sleep(0.002 if self._in_flight else 0.05)
+
+    # -- the whole ---------------------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stop(self) -> None:
+        """Stop taking messages; ``run`` then finishes those in flight and returns."""
+        if not self._stopping:
+            LOG.info("stopping: finishing the messages in flight")
+        self._stopping = True
+        self._stop_event.set()
+
+    async def run(self) -> BridgeStats:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._loop.set_exception_handler(self._exception_handler)
+        poller = asyncio.create_task(self._poll_kafka())
+        reporter = asyncio.create_task(self._report())
+        try:
+            await self._connect()
+            self._client.subscribe(self.options.subscription, qos=1)
+            LOG.info(
+                "bridge %s: %s at %s:%s -> Kafka %s topic %s",
+                self.options.client_id,
+                self.options.subscription,
+                self.options.mqtt_host,
+                self.options.mqtt_port,
+                self.options.bootstrap,
+                self.options.topic,
+            )
+            await self._stop_event.wait()
+            await self._drain()
+            await self._client.disconnect()
+        finally:
+            poller.cancel()
+            reporter.cancel()
+            self._log_stats("stopped")
+        return self.stats
+
+    async def _connect(self) -> None:
+        ssl_context = None
+        if self.options.cafile:
+            ssl_context = ssl.create_default_context(cafile=self.options.cafile)
+        while not self._stopping:
+            LOG.info("connecting to Mosquitto at %s:%s", self.options.mqtt_host, self.options.mqtt_port)
+            try:
+                await self._client.connect(
+                    self.options.mqtt_host,
+                    self.options.mqtt_port,
+                    ssl=ssl_context or False,
+                    version=gmqtt.constants.MQTTv50,
+                )
+                return
+            except (OSError, asyncio.TimeoutError) as exc:
+                LOG.warning("Mosquitto at %s:%s: %s; trying again", self.options.mqtt_host, self.options.mqtt_port, exc)
+                try:
+                    await asyncio.wait_for(self._stop_event.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _drain(self, timeout_s: float = 30.0) -> None:
+        """Wait for Kafka to report on every message in flight, and for their PUBACKs to be queued."""
+        deadline = time.monotonic() + timeout_s
+        while self._in_flight and time.monotonic() < deadline:
+            self._producer.poll(0.01)
+            await asyncio.sleep(0)
+        self._producer.flush(max(0.0, deadline - time.monotonic()))
+        for _ in range(3):  # the coroutines woken by the last reports send their PUBACKs
+            await asyncio.sleep(0)
+        if self._in_flight:
+            LOG.error("%d message(s) still unconfirmed by Kafka: Mosquitto will deliver them again", self._in_flight)
+
+    async def _report(self) -> None:
+        next_log = time.monotonic() + self.options.log_every_s
+        while True:
+            await asyncio.sleep(min(5.0, self.options.log_every_s))
+            if self.options.health_file and self._connected.is_set():
+                # a stale file says: not connected, or the event loop is stuck
+                Path(self.options.health_file).touch()
+            if time.monotonic() >= next_log:
+                next_log = time.monotonic() + self.options.log_every_s
+                self._log_stats("running")
+
+    def _log_stats(self, state: str) -> None:
+        s = self.stats
+        if state == "running" and self._logged == s.snapshot():
+            return  # nothing happened since the last line
+        self._logged = s.snapshot()
+        LOG.info(
+            "bridge %s: received %d (redelivered %d), forwarded %d, mismatched %d, kafka retries %d, in flight %d",
+            state,
+            s.received,
+            s.redelivered,
+            s.forwarded,
+            s.mismatched,
+            s.kafka_retries,
+            self._in_flight,
+        )
+
+    def _exception_handler(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if isinstance(context.get("exception"), _Unacknowledged):
+            return  # on purpose: see _Unacknowledged
+        loop.default_exception_handler(context)
+
+
+def run_bridge(options: BridgeOptions) -> BridgeStats:
+    """Run until SIGTERM or SIGINT, then stop gracefully (finish in-flight messages, acknowledge, disconnect)."""
+
+    async def main() -> BridgeStats:
+        bridge = MqttKafkaBridge(options)
+        if options.metrics_port is not None:
+            serve_bridge_metrics(bridge, options.metrics_port, options.metrics_host)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, bridge.stop)
+        return await bridge.run()
+
+    # uvloop when installed (uvicorn[standard] brings it): gmqtt makes a task and a socket write per
+    # message, and the event loop's own cost was half of the bridge's CPU on asyncio's (py-spy).
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())

@@ -1,0 +1,1 @@
+"""Local operations: the embedded Kafka broker (``broker``) and a local Airflow (``airflow``)."""

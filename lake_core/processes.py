@@ -1,0 +1,272 @@
+"""Processes, pids and ports: helper processes of a lake job, and which process a pid names.
+
+Helper processes: started early, gone with the job.
+
+The jobs hand work to helper processes (the quality gate's, the ingest's
+validators) that they start with ``multiprocessing``'s ``spawn`` before
+importing Beam, so the helpers' own imports overlap it. ``spawn``, not
+``fork``: the job's process later runs gRPC and librdkafka threads that a
+fork would copy mid-flight.
+
+A helper waits on a pipe for work, and that pipe does not close when its job
+is SIGKILLed or dies of OOM: measured, both validators of a SIGKILLed
+``lake ingest`` stayed behind, idle, for good. So each helper watches its
+parent and leaves with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, NamedTuple, Optional
+
+__all__ = [
+    "HelperPool",
+    "init_helper",
+    "ProcStat",
+    "proc_stat",
+    "same_process",
+    "pid_alive",
+    "all_processes",
+    "process_tree",
+    "reap",
+    "port_free",
+    "free_port",
+    "BrokerInfo",
+    "broker_state_dir",
+    "broker_state_file",
+    "running_broker",
+    "running_broker_address",
+]
+
+
+class HelperPool:
+    """One job's pool of helper processes, each importing ``warm_module`` as it starts.
+
+    ``ignore_interrupts``: a terminal's Ctrl-C (and systemd's stop) signals
+    the whole process group; a job that finishes its work in flight on the
+    first one needs its helpers for that, and shuts them down itself.
+    """
+
+    def __init__(self, warm_module: str, ignore_interrupts: bool = False):
+        self._warm = (warm_module, ignore_interrupts)
+        self.executor: Optional[ProcessPoolExecutor] = None
+        self.processes = 0
+
+    def start(self, processes: int) -> None:
+        """Start ``processes`` helpers now (none when 0). Idempotent."""
+        if self.executor is not None or processes <= 0:
+            return
+        self.executor = ProcessPoolExecutor(
+            max_workers=processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init,
+            initargs=self._warm,
+        )
+        self.processes = processes
+        for _ in range(processes):  # the pool starts its processes as work arrives: have them start now
+            self.executor.submit(_ready)
+
+    def stop(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+            self.executor, self.processes = None, 0
+
+    def abandon(self) -> None:
+        """Stop using a broken pool without waiting for it."""
+        executor, self.executor, self.processes = self.executor, None, 0
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def running(self, processes: int, wait: bool = True) -> Iterator[None]:
+        """``start`` on entry, ``stop`` on exit, unless an outer caller started the pool (it stops it).
+
+        ``wait=False``: on exit, tell the helpers to stop without waiting for them (``abandon``):
+        a helper that imported a large library spends a second or more tearing its interpreter
+        down, which the job need not wait for (a helper whose job is gone exits at once anyway).
+        """
+        if self.executor is not None or processes <= 0:
+            yield
+            return
+        self.start(processes)
+        try:
+            yield
+        finally:
+            if wait:
+                self.stop()
+            else:
+                self.abandon()
+
+
+def _init(warm_module: str, ignore_interrupts: bool) -> None:
+    init_helper(ignore_interrupts)
+    importlib.import_module(warm_module)
+
+
+def _ready() -> bool:
+    return True
+
+
+def init_helper(ignore_interrupts: bool = False) -> None:
+    """What a helper process does first (``HelperPool``'s initializer): see ``HelperPool``."""
+    if ignore_interrupts:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with(parent: int, every: float = 0.5) -> None:
+    while True:
+        time.sleep(every)
+        if os.getppid() != parent:  # re-parented: the job is gone
+            os._exit(0)
+
+
+# -- which process a pid names ----------------------------------------------------------------------
+
+
+class ProcStat(NamedTuple):
+    state: str
+    ppid: int
+    pgid: int
+    start: int  # clock ticks after boot: with the pid, names one process for good
+
+
+def proc_stat(pid: int) -> Optional[ProcStat]:
+    """What ``/proc/PID/stat`` says of a live process; None when gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in ("Z", "X"):
+        return None
+    return ProcStat(fields[0], int(fields[1]), int(fields[2]), int(fields[19]))
+
+
+def same_process(pid: int, start: int) -> bool:
+    proc = proc_stat(pid)
+    return proc is not None and proc.start == start
+
+
+def all_processes() -> Dict[int, ProcStat]:
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            proc = proc_stat(int(entry))
+            if proc is not None:
+                table[int(entry)] = proc
+    return table
+
+
+def process_tree(leader: int) -> Dict[int, ProcStat]:
+    """The live processes of ``leader``'s group plus their descendants (a task may start its own group)."""
+    table = all_processes()
+    members = {pid for pid, proc in table.items() if proc.pgid == leader}
+    while True:
+        children = {pid for pid, proc in table.items() if proc.ppid in members} - members
+        if not children:
+            return {pid: table[pid] for pid in sorted(members)}
+        members |= children
+
+
+def reap(pids: Iterable[int]) -> None:
+    """Collect those of ``pids`` that are exited children of this process (``up`` and ``down`` in one
+    process, as in tests), so they stop counting as alive.  Only ours: reaping others' children would
+    steal their exit codes."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+
+def pid_alive(pid: int) -> bool:
+    """``pid`` names a live process (a zombie counts as dead)."""
+    return proc_stat(pid) is not None
+
+
+# -- ports ------------------------------------------------------------------------------------------
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now (another process may take it before the caller binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+# -- the embedded broker's record ---------------------------------------------------------------------
+# Written by ``lake broker start`` (``lake.local.broker``); read here too because settings resolve
+# the default Kafka address from it.
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    port: int
+    bootstrap: str
+    log: str
+    start: Optional[int] = None  # the process's start time (``ProcStat.start``): pid + start name it for good
+
+    def is_running(self) -> bool:
+        """The recorded process still runs, and is the one recorded (not a later process given its pid)."""
+        stat = proc_stat(self.pid)
+        if stat is None:
+            return False
+        if self.start is not None:
+            return stat.start == self.start
+        try:  # a record from before start times were kept: trust only Tansu's own command line
+            return b"tansu" in Path(f"/proc/{self.pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def broker_state_dir(lake_root: str) -> Path:
+    """Where the pid file and log live: beside a local lake, else in the user's state dir."""
+    if "://" in lake_root:
+        return Path.home() / ".local" / "state" / "lake" / "broker"
+    return Path(lake_root) / "_local" / "broker"
+
+
+def broker_state_file(lake_root: str) -> Path:
+    return broker_state_dir(lake_root) / "broker.json"
+
+
+def running_broker(lake_root: str) -> Optional[BrokerInfo]:
+    """The embedded broker this lake root started, if it still runs."""
+    try:
+        info = BrokerInfo(**json.loads(broker_state_file(lake_root).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return info if info.is_running() else None
+
+
+def running_broker_address(lake_root: str) -> Optional[str]:
+    info = running_broker(lake_root)
+    return info.bootstrap if info else None
