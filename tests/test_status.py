@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,37 @@ def test_status_reports_freshness_running_parts_and_what_it_could_not_read(tmp_p
     assert text.splitlines()[0] == "RUNNING" and "FRESHNESS" in text and "LAST FAILURES" in text
     assert "2026-03-01T10:00:00Z" in text  # Bronze holds everything before 10:00
     assert len(text.splitlines()) < 30  # one screen
+
+
+def test_status_names_the_running_gateway_and_forgets_a_killed_one(tmp_path):
+    """A real `lake gateway` announces itself; once SIGKILLed (no chance to clean up) the status says stopped."""
+    from lake_core.processes import free_port  # noqa: PLC0415 - only this test needs it
+
+    root = str(tmp_path / "lake")
+    lake_scenario.build(root)
+    port = free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    gateway = subprocess.Popen(
+        [str(BIN / "lake"), "gateway", "--lake-root", root, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        record = Path(root, "_local", "services", f"gateway-{gateway.pid}.json")
+        deadline = time.monotonic() + 30
+        while not record.exists() and gateway.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert record.exists(), gateway.stderr.read().decode() if gateway.poll() is not None else "no record"
+        body = json.loads(_status(root, "--format", "json").stdout)
+        gateways = [c for c in body["components"] if c["name"] == "gateway"]
+        assert [g["state"] for g in gateways] == ["running"]
+        assert f"pid {gateway.pid}" in gateways[0]["detail"] and f"127.0.0.1:{port}/metrics" in gateways[0]["detail"]
+        assert {c["name"]: c["state"] for c in body["components"]}["bridge"] == "stopped"
+    finally:
+        gateway.kill()
+        gateway.wait(10)
+    assert record.exists()  # SIGKILL: the record stays behind...
+    body = json.loads(_status(root, "--format", "json").stdout)
+    assert [c["state"] for c in body["components"] if c["name"] == "gateway"] == ["stopped"]
+    assert not record.exists()  # ...and is dropped by the next reader

@@ -8,6 +8,7 @@ from pathlib import Path
 from lake.edge import mosquitto
 from lake.edge.bridge import BridgeOptions, run_bridge
 from lake_core.errors import ConfigError
+from lake_core.services import announced
 
 
 def register(sub, common) -> None:
@@ -75,5 +76,8 @@ def run(args, settings) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
-    run_bridge(options)
+    metrics = f"http://{args.metrics_host}:{args.metrics_port}/metrics" if args.metrics_port else None
+    detail = f"mqtt://{host}:{port} -> {settings.topic}" + (" (shared)" if args.shared else "")
+    with announced(settings.lake_root, "bridge", detail, metrics):
+        run_bridge(options)
     return 0

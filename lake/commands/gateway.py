@@ -5,6 +5,7 @@ from __future__ import annotations
 from lake.edge.gateway import GatewayOptions, serve
 from lake.edge.gateway_auth import AuthLimits
 from lake_core.errors import ConfigError
+from lake_core.services import announced
 
 
 def register(sub, common) -> None:
@@ -50,19 +51,21 @@ def run(args, settings) -> int:
         raise ConfigError("--auth-refresh must be between 0.1 and 10 seconds (a revocation counts within 10 s)")
     if args.auth_checks_per_s <= 0:
         raise ConfigError("--auth-checks-per-s must be above 0")
-    serve(
-        GatewayOptions(
-            lake_root=settings.lake_root,
-            bootstrap=settings.bootstrap,
-            topic=settings.topic,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            rate=args.rate,
-            burst=args.burst,
-            produce_timeout_s=args.produce_timeout,
-            auth=AuthLimits(slow_checks_per_s=args.auth_checks_per_s, refresh_s=args.auth_refresh),
-            verbose=args.verbose,
+    url = f"http://{args.host}:{args.port}"
+    with announced(settings.lake_root, "gateway", f"{url}/v1/telemetry, {args.workers} worker(s)", f"{url}/metrics"):
+        serve(
+            GatewayOptions(
+                lake_root=settings.lake_root,
+                bootstrap=settings.bootstrap,
+                topic=settings.topic,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                rate=args.rate,
+                burst=args.burst,
+                produce_timeout_s=args.produce_timeout,
+                auth=AuthLimits(slow_checks_per_s=args.auth_checks_per_s, refresh_s=args.auth_refresh),
+                verbose=args.verbose,
+            )
         )
-    )
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lake.read_api.app import ReadApiOptions, serve
+from lake_core.services import announced
 from lake_core.settings import env
 from lake_schemas.hot import DEFAULT_HOT_DSN, DEFAULT_RULES
 
@@ -38,17 +39,19 @@ def register(sub, common) -> None:
 
 def run(args, settings) -> int:
     keys = tuple(k.strip() for k in (env("LAKE_API_KEYS") or "").split(",") if k.strip())
-    serve(
-        ReadApiOptions(
-            lake_root=settings.lake_root,
-            hot_dsn=env("LAKE_HOT_DSN") or DEFAULT_HOT_DSN,
-            host=args.host,
-            port=args.port,
-            hot_days=args.hot_days,
-            api_keys=keys,
-            kafka=None if args.no_kafka else (settings.bootstrap, settings.topic),
-            geofence_path=args.geofence or env("LAKE_GEOFENCE"),
-        ),
-        verbose=args.verbose,
-    )
+    url = f"http://{args.host}:{args.port}"
+    with announced(settings.lake_root, "serve", f"{url}/ (dashboard, /v1)", f"{url}/metrics"):
+        serve(
+            ReadApiOptions(
+                lake_root=settings.lake_root,
+                hot_dsn=env("LAKE_HOT_DSN") or DEFAULT_HOT_DSN,
+                host=args.host,
+                port=args.port,
+                hot_days=args.hot_days,
+                api_keys=keys,
+                kafka=None if args.no_kafka else (settings.bootstrap, settings.topic),
+                geofence_path=args.geofence or env("LAKE_GEOFENCE"),
+            ),
+            verbose=args.verbose,
+        )
     return 0

@@ -7,6 +7,7 @@ import threading
 
 from beam_pipelines.stream.options import add_stream_flags, options_from_args
 from lake.observability.stream_metrics import StreamMetrics
+from lake_core.services import announced
 
 
 def register(sub, common) -> None:
@@ -44,7 +45,9 @@ def run(args, settings) -> int:
         for hook in hooks:
             hook(number, one)
 
-    report = run_stream(opts, getattr(args, "beam_args", []), progress=progress if hooks else None, stop=stop)
+    metrics_url = None if args.metrics_port is None else f"http://{args.metrics_host}:{args.metrics_port}/metrics"
+    with announced(settings.lake_root, "stream", f"{opts.topic} -> hot store", metrics_url):
+        report = run_stream(opts, getattr(args, "beam_args", []), progress=progress if hooks else None, stop=stop)
     records = report.total("records")
     seconds = report.total("seconds")
     print(

@@ -28,6 +28,7 @@ from lake.read_api.hot_reader import HotReader
 from lake_core import hot_store
 from lake_core.lease import LeaseRecord, lease_path
 from lake_core.processes import pid_alive, running_broker
+from lake_core.services import running_services
 from lake_core.settings import Settings
 from lake_core.storage import filesystem, fs_path
 from lake_schemas import LakePaths
@@ -113,13 +114,19 @@ def _components(settings: Settings, dsn: Optional[str]) -> list[Component]:
             )
         )
     out.append(_ingest(settings))
-    out.append(_stream(dsn, settings.topic))
+    stream = _stream(dsn, settings.topic)
+    announced = [r for r in running_services(settings.lake_root) if r.name == "stream"]
+    if announced:  # the hot store's last commit says how far it got; the record says it is alive now
+        r = announced[0]
+        stream = Component("stream", "running", f"pid {r.pid}; {stream.detail}")
+    out.append(stream)
     mqtt = mosquitto.running_mosquitto(settings)
     out.append(
         Component("mosquitto", "running", f"pid {mqtt.pid}, port {mqtt.port}")
         if mqtt is not None
         else Component("mosquitto", "stopped", "")
     )
+    out += _services(settings.lake_root)
     try:
         states, url, _ = airflow_stack.status(settings.lake_root)
         running = [s for s in states if getattr(s, "pid", None)]
@@ -129,6 +136,26 @@ def _components(settings: Settings, dsn: Optional[str]) -> list[Component]:
             out.append(Component("airflow", "stopped", ""))
     except Exception as exc:
         out.append(Component("airflow", "unknown", str(exc)))
+    return out
+
+
+# The foreground services announce themselves (lake_core.services); each kind is listed even when
+# none runs, so "the gateway is down" reads as plainly as "the ingest is down".
+_SERVICES = ("gateway", "bridge", "serve")
+
+
+def _services(lake_root: str) -> list[Component]:
+    records = running_services(lake_root)
+    out = []
+    for name in _SERVICES + tuple(sorted({r.name for r in records} - set(_SERVICES) - {"stream"})):
+        mine = [r for r in records if r.name == name]
+        if not mine:
+            out.append(Component(name, "stopped", ""))
+        for r in mine:
+            where = "" if r.host == socket.gethostname() else f" on {r.host}"
+            metrics = f", metrics {r.metrics}" if r.metrics else ""
+            age = _age(time.time() - r.started_at)
+            out.append(Component(name, "running", f"pid {r.pid}{where}, up {age}, {r.detail}{metrics}"))
     return out
 
 
