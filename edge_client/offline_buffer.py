@@ -127,6 +127,15 @@ class SpoolingSender:
         return self._pending_at_open + self.spooled - self._confirmed
 
     @property
+    def spool_bytes(self) -> int:
+        """The spool file's size now (its bound is ``spool_max_bytes``)."""
+        return self._spool.size_bytes
+
+    @property
+    def spool_max_bytes(self) -> int:
+        return self._spool.max_bytes
+
+    @property
     def skipped_torn(self) -> int:
         """Damaged stretches (torn or corrupt records) skipped when the spool was opened."""
         return self._spool.skipped_torn

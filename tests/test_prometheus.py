@@ -8,12 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -22,6 +20,7 @@ from lake.query import query
 from lake_core.processes import free_port
 from support import lake_scenario
 from support.ingest_helpers import T0, produce, snapshot
+from support.prometheus import PROMETHEUS, PROMTOOL, PUSHGATEWAY, Prom, process, wait_http
 from support.read_api_fleet import hot_database
 
 pytestmark = pytest.mark.slow
@@ -30,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "docker" / "prometheus" / "lake_rules.yml"
 BIN = Path(sys.executable).parent
 HOUR = 3_600_000
-PROMETHEUS, PROMTOOL, PUSHGATEWAY = (shutil.which(n) for n in ("prometheus", "promtool", "prometheus-pushgateway"))
 
 BAD = {  # what the ingest must count, by reason
     "not_json": [b"not json", b"{oops"],
@@ -55,60 +53,6 @@ def test_promtool_checks_the_alert_rules():
     done = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 12 rules found" in done.stdout
-
-
-@contextlib.contextmanager
-def _process(args: list, log: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"{proc.args[:3]} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{url} not up after {timeout} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
-class Prom:
-    def __init__(self, url: str):
-        self.url = url
-
-    def query(self, expr: str) -> dict:
-        body = httpx.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
-        assert body["status"] == "success", body
-        return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in body["data"]["result"]}
-
-    def value(self, expr: str) -> float | None:
-        result = self.query(expr)
-        return next(iter(result.values())) if len(result) == 1 else None
-
-    def wait(self, what: str, check, timeout: float = 120):
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = check()
-            if last:
-                return last
-            time.sleep(1)
-        raise AssertionError(f"Prometheus never saw {what} (last: {last})")
 
 
 def _lake(*args: str, root: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -164,10 +108,10 @@ def test_prometheus_scrapes_every_part_with_the_figures_the_test_produced(settin
     with contextlib.ExitStack() as stack:
         dsn = stack.enter_context(hot_database())
         pushgateway = stack.enter_context(
-            _process([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{ports['pushgateway']}"], logs / "pushgateway.log")
+            process([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{ports['pushgateway']}"], logs / "pushgateway.log")
         )
         prometheus = stack.enter_context(
-            _process(
+            process(
                 [
                     PROMETHEUS,
                     f"--config.file={config}",
@@ -178,7 +122,7 @@ def test_prometheus_scrapes_every_part_with_the_figures_the_test_produced(settin
             )
         )
         ingest = stack.enter_context(
-            _process(
+            process(
                 [
                     str(BIN / "lake"),
                     "ingest",
@@ -195,20 +139,20 @@ def test_prometheus_scrapes_every_part_with_the_figures_the_test_produced(settin
             )
         )
         serve = stack.enter_context(
-            _process(
+            process(
                 [str(BIN / "lake"), "serve", *common, "--port", str(ports["serve"])],
                 logs / "serve.log",
                 {"LAKE_HOT_DSN": dsn},
             )
         )
         gateway = stack.enter_context(
-            _process([str(BIN / "lake"), "gateway", *common, "--port", str(ports["gateway"])], logs / "gateway.log")
+            process([str(BIN / "lake"), "gateway", *common, "--port", str(ports["gateway"])], logs / "gateway.log")
         )
-        _wait_http(f"http://127.0.0.1:{ports['pushgateway']}/metrics", pushgateway, logs / "pushgateway.log")
-        _wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready", prometheus, logs / "prometheus.log")
-        _wait_http(f"http://127.0.0.1:{ports['serve']}/healthz", serve, logs / "serve.log")
-        _wait_http(f"http://127.0.0.1:{ports['gateway']}/healthz", gateway, logs / "gateway.log")
-        _wait_http(f"http://127.0.0.1:{ports['ingest']}/metrics", ingest, logs / "ingest.log", timeout=120)
+        wait_http(f"http://127.0.0.1:{ports['pushgateway']}/metrics", pushgateway, logs / "pushgateway.log")
+        wait_http(f"http://127.0.0.1:{ports['prometheus']}/-/ready", prometheus, logs / "prometheus.log")
+        wait_http(f"http://127.0.0.1:{ports['serve']}/healthz", serve, logs / "serve.log")
+        wait_http(f"http://127.0.0.1:{ports['gateway']}/healthz", gateway, logs / "gateway.log")
+        wait_http(f"http://127.0.0.1:{ports['ingest']}/metrics", ingest, logs / "ingest.log", timeout=120)
 
         # the gateway refuses one bad line (unknown signal) of a batch of three
         lines = [
@@ -297,8 +241,8 @@ def test_a_gate_run_on_its_own_and_maintenance_push_their_outcome(tmp_path):
     lake_scenario.build(root)
     port = free_port()
     push = {"LAKE_PUSHGATEWAY_URL": f"http://127.0.0.1:{port}"}
-    with _process([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "pushgateway.log") as gw:
-        _wait_http(f"http://127.0.0.1:{port}/metrics", gw, tmp_path / "pushgateway.log")
+    with process([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"], tmp_path / "pushgateway.log") as gw:
+        wait_http(f"http://127.0.0.1:{port}/metrics", gw, tmp_path / "pushgateway.log")
         assert _lake("validate", "bronze", "--hour", "2026-03-01T08", root=root, env=push).returncode == 0
         assert _lake("validate", "gold", "--date", "2026-03-01", root=root, env=push).returncode != 0  # no Gold
         assert _lake("maintain", "--now", "2026-03-02T00:00:00Z", root=root, env=push).returncode == 0

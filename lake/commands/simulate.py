@@ -18,6 +18,7 @@ from edge_client.senders import JsonlSender, KafkaSender
 from edge_client.simulate import build_fleet, simulate
 from lake.edge import mosquitto
 from lake.edge.reload import after_credentials_change
+from lake.edge.spool_metrics import serve_spool_metrics
 from lake_core.devices import DeviceStore
 from lake_core.errors import BrokerUnavailableError, ConfigError
 from lake_core.registry import upsert_vehicles
@@ -74,6 +75,13 @@ def register(sub, common) -> None:
         "a run could not deliver is sent first by the next run. `none` sends directly. Default: "
         "env LAKE_SPOOL, else <lake root>/_local/spool/<sink>.spool for mqtt and http, none for kafka",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="with a spool: serve its depth, size and the uplink's state on this port for Prometheus "
+        "(lake_edge_spool_messages, ...; default: none)",
+    )
+    p.add_argument("--metrics-host", default="127.0.0.1", help="interface for --metrics-port (default 127.0.0.1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -219,6 +227,8 @@ def run(args, settings) -> int:
     config = build_config(args)
     keys, provisioned = None, 0
     check_sink(args.sink, settings)  # fails fast, before credentials or the registry are written
+    if args.metrics_port is not None and not spool_path(args, settings):
+        raise ConfigError("--metrics-port reports the spool: give --spool (mqtt and http have one by default)")
     if args.sink in EDGE_SINKS:
         keys, provisioned = provision_fleet(settings, config, device_keys_path(args.device_keys, settings))
     uplink, where = open_sink(args.sink, settings, keys)
@@ -230,6 +240,8 @@ def run(args, settings) -> int:
         if sender.backlog:
             print(f"spool {spool}: {sender.backlog:,} messages of an earlier run are sent first", file=sys.stderr)
         where += f" via spool {spool}"
+        if args.metrics_port is not None:
+            serve_spool_metrics(sender, args.metrics_port, args.metrics_host)
     try:
         registry = None if args.no_registry else register_fleet(settings.lake_root, config)
         stats = simulate(config, sender, progress=not args.no_progress)
