@@ -35,7 +35,8 @@ from typing import Any, Optional
 import msgspec
 import pyarrow as pa
 
-from lake_schemas.messages import BOOLEAN_SIGNALS, SIGNAL_COLUMNS, Signal, Snapshot, signal_event_id
+from lake_schemas.fields import GROUPS
+from lake_schemas.messages import BOOLEAN_SIGNALS, SIGNAL_COLUMNS, SNAPSHOT_COLUMNS, Signal, Snapshot, signal_event_id
 from lake_schemas.rules import (
     LAT_RANGE,
     LON_RANGE,
@@ -217,18 +218,9 @@ def quarantine_reason(fields: dict) -> Optional[str]:
 # --------------------------------------------------------------------------
 _SNAPSHOT = msgspec.json.Decoder(Snapshot)
 _SIGNAL = msgspec.json.Decoder(Signal)
-_GROUPS = {
-    "location": (("lat", "lat"), ("lon", "lon"), ("alt_m", "alt_m"), ("accuracy_m", "accuracy_m")),
-    "battery": (
-        ("soc_pct", "soc_pct"),
-        ("voltage_v", "voltage_v"),
-        ("current_a", "current_a"),
-        ("temp_c", "battery_temp_c"),
-        ("charging", "charging"),
-    ),
-    "motion": (("speed_kmh", "speed_kmh"), ("heading_deg", "heading_deg"), ("accel_ms2", "accel_ms2")),
-    "status": (("locked", "locked"), ("in_use", "in_use"), ("ignition", "ignition"), ("trip_id", "trip_id")),
-    "diagnostics": (("odometer_km", "odometer_km"), ("error_codes", "error_codes")),
+#: Snapshot group -> ((field, Silver column), ...), from ``messages.SNAPSHOT_COLUMNS``.
+_GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
+    group: tuple((name, column) for (g, name), column in SNAPSHOT_COLUMNS.items() if g == group) for group in GROUPS
 }
 
 

@@ -1,5 +1,9 @@
 """The two message shapes of contract section 1 as typed structs.
 
+The snapshot's groups (``Location``, ``Battery``...) are built from
+``lake_schemas.fields.MESSAGE_FIELDS``, the one definition the Silver
+columns come from too.
+
 msgspec checks types, patterns and lengths in C while it decodes, which is
 what lets validation keep up with the broker (one Python object per message
 would not).
@@ -8,9 +12,11 @@ would not).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Optional, TypeAlias, Union
 
 import msgspec
+
+from lake_schemas.fields import MESSAGE_FIELDS, SIGNALS, Number
 
 VEHICLE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _VEHICLE_ID = re.compile(VEHICLE_ID_PATTERN)
@@ -23,43 +29,27 @@ def is_vehicle_id(value: object) -> bool:
 
 SNAPSHOT_SCHEMA_VERSIONS = frozenset({1})
 
-# A finite bound on every number: rejects 1e400 (which decodes to inf) while
-# leaving the physical range checks to Silver's quarantine rules.
-_Num = Optional[Annotated[float, msgspec.Meta(ge=-1.0e15, le=1.0e15)]]
 MAX_EVENT_ID_CHARS = 64
 
 
-class Location(msgspec.Struct, omit_defaults=True, gc=False):
-    lat: _Num = None
-    lon: _Num = None
-    alt_m: _Num = None
-    accuracy_m: _Num = None
+def _group_struct(group: str) -> type[msgspec.Struct]:
+    """The struct of one snapshot group, its fields from ``MESSAGE_FIELDS`` (all optional, default None)."""
+    fields = [(f.name, f.kind.annotation, None) for f in MESSAGE_FIELDS if f.group == group]
+    return msgspec.defstruct(group.capitalize(), fields, module=__name__, omit_defaults=True, gc=False)
 
 
-class Battery(msgspec.Struct, omit_defaults=True, gc=False):
-    soc_pct: _Num = None
-    voltage_v: _Num = None
-    current_a: _Num = None
-    temp_c: _Num = None
-    charging: Optional[bool] = None
-
-
-class Motion(msgspec.Struct, omit_defaults=True, gc=False):
-    speed_kmh: _Num = None
-    heading_deg: _Num = None
-    accel_ms2: _Num = None
-
-
-class Status(msgspec.Struct, omit_defaults=True, gc=False):
-    locked: Optional[bool] = None
-    in_use: Optional[bool] = None
-    ignition: Optional[bool] = None
-    trip_id: Optional[str] = None
-
-
-class Diagnostics(msgspec.Struct, omit_defaults=True, gc=False):
-    odometer_km: _Num = None
-    error_codes: Optional[list[str]] = None
+if TYPE_CHECKING:  # a checker sees plain structs; their fields are ``lake_schemas.fields.MESSAGE_FIELDS``
+    Location: TypeAlias = msgspec.Struct
+    Battery: TypeAlias = msgspec.Struct
+    Motion: TypeAlias = msgspec.Struct
+    Status: TypeAlias = msgspec.Struct
+    Diagnostics: TypeAlias = msgspec.Struct
+else:
+    Location = _group_struct("location")
+    Battery = _group_struct("battery")
+    Motion = _group_struct("motion")
+    Status = _group_struct("status")
+    Diagnostics = _group_struct("diagnostics")
 
 
 class Snapshot(msgspec.Struct, omit_defaults=True, gc=False):
@@ -85,45 +75,17 @@ class Signal(msgspec.Struct, omit_defaults=True, gc=False):
     did: Optional[str] = None
     timestamp: Optional[int] = None
     name: Optional[str] = None
-    float_value: _Num = None
+    float_value: Number = None
     int_value: Optional[Annotated[int, msgspec.Meta(ge=-(2**53), le=2**53)]] = None
 
 
 #: Signal name -> the Silver column it fills.
-SIGNAL_COLUMNS: dict[str, str] = {
-    "odometer": "odometer_km",
-    "soc": "soc_pct",
-    "speed": "speed_kmh",
-    "ignition": "ignition",
-    "lat": "lat",
-    "lon": "lon",
-    "battery_temp": "battery_temp_c",
-    "charging": "charging",
-}
+SIGNAL_COLUMNS: dict[str, str] = {s.name: s.column for s in SIGNALS}
 #: Signals whose 0/1 value becomes false/true.
-BOOLEAN_SIGNALS = frozenset({"ignition", "charging"})
+BOOLEAN_SIGNALS = frozenset(s.name for s in SIGNALS if s.boolean)
 
 #: Snapshot group field -> Silver column (where the names differ or nest).
-SNAPSHOT_COLUMNS: dict[tuple[str, str], str] = {
-    ("location", "lat"): "lat",
-    ("location", "lon"): "lon",
-    ("location", "alt_m"): "alt_m",
-    ("location", "accuracy_m"): "accuracy_m",
-    ("battery", "soc_pct"): "soc_pct",
-    ("battery", "voltage_v"): "voltage_v",
-    ("battery", "current_a"): "current_a",
-    ("battery", "temp_c"): "battery_temp_c",
-    ("battery", "charging"): "charging",
-    ("motion", "speed_kmh"): "speed_kmh",
-    ("motion", "heading_deg"): "heading_deg",
-    ("motion", "accel_ms2"): "accel_ms2",
-    ("status", "locked"): "locked",
-    ("status", "in_use"): "in_use",
-    ("status", "ignition"): "ignition",
-    ("status", "trip_id"): "trip_id",
-    ("diagnostics", "odometer_km"): "odometer_km",
-    ("diagnostics", "error_codes"): "error_codes",
-}
+SNAPSHOT_COLUMNS: dict[tuple[str, str], str] = {(f.group, f.name): f.column for f in MESSAGE_FIELDS}
 
 
 def signal_event_id(did: str, name: str, timestamp_ms: int) -> str:

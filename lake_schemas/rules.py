@@ -76,7 +76,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
-from lake_schemas.messages import signal_event_id
+from lake_schemas.fields import closed_range, field_of
+from lake_schemas.messages import VEHICLE_ID_PATTERN, signal_event_id
 
 __all__ = [
     "MAX_FUTURE_SKEW_MS",
@@ -149,10 +150,11 @@ class QuarantineReason(str, Enum):
         return self.value
 
 
-LAT_RANGE = (-90.0, 90.0)
-LON_RANGE = (-180.0, 180.0)
-SOC_RANGE = (0.0, 100.0)
-SPEED_RANGE = (0.0, 300.0)
+# The ranges are the message fields' (``lake_schemas.fields``); here is what a value outside one does.
+LAT_RANGE = closed_range("lat")
+LON_RANGE = closed_range("lon")
+SOC_RANGE = closed_range("soc_pct")
+SPEED_RANGE = closed_range("speed_kmh")
 
 
 def _outside(values: pa.Array, bounds: tuple[float, float]) -> pa.Array:
@@ -289,7 +291,12 @@ def _e(name: str, table: str, action: str, kind: str, *columns: str, **kw: Any) 
     return Expectation(name=name, table=table, action=Action(action), kind=kind, columns=tuple(columns), **kw)
 
 
-_VEHICLE_ID_REGEX = r"^[A-Za-z0-9_-]{1,64}$"
+def _plausible(column: str) -> dict[str, Optional[float]]:
+    """``min_value``/``max_value`` of a ``between`` rule: the message field's range."""
+    f = field_of(column)
+    return {"min_value": f.low, "max_value": f.high}
+
+
 _SILVER = "silver_telemetry"
 _HOURLY = "gold_vehicle_hourly"
 _ZONE = "gold_zone_hourly"
@@ -327,7 +334,7 @@ EXPECTATIONS: tuple[Expectation, ...] = (
         "kafka_offset",
         description="every Kafka offset of a generation lands once",
     ),
-    _e("bronze_vehicle_id_format", "bronze_telemetry", "fail", "regex", "vehicle_id", pattern=_VEHICLE_ID_REGEX),
+    _e("bronze_vehicle_id_format", "bronze_telemetry", "fail", "regex", "vehicle_id", pattern=VEHICLE_ID_PATTERN),
     # Silver: the drop rules (quarantine), then what a published batch must satisfy.
     *(
         _e(
@@ -383,9 +390,9 @@ EXPECTATIONS: tuple[Expectation, ...] = (
         min_value=SPEED_RANGE[0],
         max_value=SPEED_RANGE[1],
     ),
-    _e("silver_heading_range", _SILVER, "warn", "between", "heading_deg", min_value=0.0, max_value=360.0),
-    _e("silver_accuracy_positive", _SILVER, "warn", "between", "accuracy_m", min_value=0.0, max_value=None),
-    _e("silver_battery_temp_plausible", _SILVER, "warn", "between", "battery_temp_c", min_value=-40.0, max_value=100.0),
+    _e("silver_heading_range", _SILVER, "warn", "between", "heading_deg", **_plausible("heading_deg")),
+    _e("silver_accuracy_positive", _SILVER, "warn", "between", "accuracy_m", **_plausible("accuracy_m")),
+    _e("silver_battery_temp_plausible", _SILVER, "warn", "between", "battery_temp_c", **_plausible("battery_temp_c")),
     _e(
         "silver_vehicle_registered",
         _SILVER,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from lake_schemas.fields import MESSAGE_FIELDS
+
 TS = pa.timestamp("ms", tz="UTC")
 
 BRONZE_SCHEMA = pa.schema(
@@ -30,27 +32,8 @@ REJECTS_SCHEMA = BRONZE_SCHEMA.append(pa.field("reason", pa.string(), nullable=F
     pa.field("reason_detail", pa.string())
 )
 
-#: The Silver columns that come from the message itself, in contract order.
-MEASUREMENT_FIELDS = [
-    pa.field("lat", pa.float64()),
-    pa.field("lon", pa.float64()),
-    pa.field("alt_m", pa.float64()),
-    pa.field("accuracy_m", pa.float64()),
-    pa.field("soc_pct", pa.float64()),
-    pa.field("voltage_v", pa.float64()),
-    pa.field("current_a", pa.float64()),
-    pa.field("battery_temp_c", pa.float64()),
-    pa.field("charging", pa.bool_()),
-    pa.field("speed_kmh", pa.float64()),
-    pa.field("heading_deg", pa.float64()),
-    pa.field("accel_ms2", pa.float64()),
-    pa.field("locked", pa.bool_()),
-    pa.field("in_use", pa.bool_()),
-    pa.field("ignition", pa.bool_()),
-    pa.field("trip_id", pa.string()),
-    pa.field("odometer_km", pa.float64()),
-    pa.field("error_codes", pa.list_(pa.string())),
-]
+#: The Silver columns that come from the message itself, in contract order (``fields.MESSAGE_FIELDS``).
+MEASUREMENT_FIELDS = [f.arrow_field for f in MESSAGE_FIELDS]
 
 #: Where a Silver row came from (contract section 10), beside ``kafka_partition`` and
 #: ``kafka_offset``: the topic and the Bronze file that holds the record (``bronze_file`` names the
