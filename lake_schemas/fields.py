@@ -74,26 +74,26 @@ class MessageField:
         return pa.field(self.column, self.kind.arrow_type)
 
 
-N, B, T = Kind.NUMBER, Kind.BOOLEAN, Kind.TEXT
+_N, _B, _T = Kind.NUMBER, Kind.BOOLEAN, Kind.TEXT
 
 MESSAGE_FIELDS: tuple[MessageField, ...] = (
-    MessageField("location", "lat", "lat", N, "degrees", "WGS 84 latitude", -90.0, 90.0),
-    MessageField("location", "lon", "lon", N, "degrees", "WGS 84 longitude", -180.0, 180.0),
-    MessageField("location", "alt_m", "alt_m", N, "m", "altitude above sea level"),
-    MessageField("location", "accuracy_m", "accuracy_m", N, "m", "radius of the position's uncertainty", 0.0),
-    MessageField("battery", "soc_pct", "soc_pct", N, "%", "battery state of charge", 0.0, 100.0),
-    MessageField("battery", "voltage_v", "voltage_v", N, "V", "battery pack voltage"),
-    MessageField("battery", "current_a", "current_a", N, "A", "battery current, negative while discharging"),
-    MessageField("battery", "temp_c", "battery_temp_c", N, "°C", "battery temperature", -40.0, 100.0),
-    MessageField("battery", "charging", "charging", B, "", "the battery is charging"),
-    MessageField("motion", "speed_kmh", "speed_kmh", N, "km/h", "ground speed", 0.0, 300.0),
-    MessageField("motion", "heading_deg", "heading_deg", N, "degrees", "course, clockwise from north", 0.0, 360.0),
-    MessageField("motion", "accel_ms2", "accel_ms2", N, "m/s²", "longitudinal acceleration, negative when braking"),
-    MessageField("status", "locked", "locked", B, "", "the vehicle is locked"),
-    MessageField("status", "in_use", "in_use", B, "", "the vehicle is rented or ridden (counts as usage in Gold)"),
-    MessageField("status", "ignition", "ignition", B, "", "the ignition (or drive system) is on"),
-    MessageField("status", "trip_id", "trip_id", T, "", "the sender's id of the current trip"),
-    MessageField("diagnostics", "odometer_km", "odometer_km", N, "km", "total distance on the odometer"),
+    MessageField("location", "lat", "lat", _N, "degrees", "WGS 84 latitude", -90.0, 90.0),
+    MessageField("location", "lon", "lon", _N, "degrees", "WGS 84 longitude", -180.0, 180.0),
+    MessageField("location", "alt_m", "alt_m", _N, "m", "altitude above sea level"),
+    MessageField("location", "accuracy_m", "accuracy_m", _N, "m", "radius of the position's uncertainty", 0.0),
+    MessageField("battery", "soc_pct", "soc_pct", _N, "%", "battery state of charge", 0.0, 100.0),
+    MessageField("battery", "voltage_v", "voltage_v", _N, "V", "battery pack voltage"),
+    MessageField("battery", "current_a", "current_a", _N, "A", "battery current, negative while discharging"),
+    MessageField("battery", "temp_c", "battery_temp_c", _N, "°C", "battery temperature", -40.0, 100.0),
+    MessageField("battery", "charging", "charging", _B, "", "the battery is charging"),
+    MessageField("motion", "speed_kmh", "speed_kmh", _N, "km/h", "ground speed", 0.0, 300.0),
+    MessageField("motion", "heading_deg", "heading_deg", _N, "degrees", "course, clockwise from north", 0.0, 360.0),
+    MessageField("motion", "accel_ms2", "accel_ms2", _N, "m/s²", "longitudinal acceleration, negative when braking"),
+    MessageField("status", "locked", "locked", _B, "", "the vehicle is locked"),
+    MessageField("status", "in_use", "in_use", _B, "", "a ride is under way (counts as usage in Gold)"),
+    MessageField("status", "ignition", "ignition", _B, "", "the ignition (or drive system) is on"),
+    MessageField("status", "trip_id", "trip_id", _T, "", "the sender's id of the current trip"),
+    MessageField("diagnostics", "odometer_km", "odometer_km", _N, "km", "total distance on the odometer"),
     MessageField("diagnostics", "error_codes", "error_codes", Kind.TEXT_LIST, "", "active fault codes"),
 )
 
