@@ -83,7 +83,7 @@ def announced(lake_root: str, name: str, detail: str = "", metrics: Optional[str
 
 def running_services(lake_root: str) -> list[ServiceRecord]:
     """Every announced service still running, oldest first; records of dead processes are removed."""
-    out = []
+    out: list[ServiceRecord] = []
     base = services_dir(lake_root)
     try:
         files = sorted(base.glob("*.json"))

@@ -187,7 +187,7 @@ class MqttKafkaBridge:
 
         gmqtt's own manual acknowledgement runs ``on_message`` as a coroutine in a task per message
         and writes each PUBACK on its own: with the delivery future, half of the bridge's CPU
-        (py-spy). The bridge replaces the handler's QoS 1 step (gmqtt 0.7's
+        (py-spy). The bridge replaces the handler's QoS 1 step (gmqtt 0.8's
         ``_handle_qos_1_publish_packet(mid, payload, topic, properties)``; the version is pinned in
         constraints.txt and the bridge tests exercise it) and writes the PUBACKs itself, in
         batches, once Kafka reported."""
