@@ -327,6 +327,7 @@ def test_health_metrics_and_openapi(gateway, secrets):
     assert health.status_code == 200 and health.json() == {"status": "ok"}
     gateway.post(None, b"{}")
     gateway.post(secrets["G-ONE"], snapshot("G-ONE"))
+    gateway.post(secrets["G-ONE"], b'{"schema_version": 1, "event_id": "no-ts", "vehicle_id": "G-ONE"}')
     gateway.post(secrets["G-ONE"], b"{}")
     text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
     assert "# TYPE lake_gateway_requests_total counter" in text
@@ -334,6 +335,7 @@ def test_health_metrics_and_openapi(gateway, secrets):
         assert re.search(rf'lake_gateway_requests_total{{path="/v1/telemetry",status="{status}"}} [1-9]', text)
     assert re.search(r'lake_gateway_messages_total{outcome="accepted",reason=""} [1-9]', text)
     assert re.search(r'lake_gateway_messages_total{outcome="refused",reason="missing_field"} [1-9]', text)
+    assert re.search(r'lake_gateway_messages_total{outcome="refused",reason="unknown_shape"} [1-9]', text)
     assert re.search(r'lake_gateway_request_duration_seconds_bucket{le="\+Inf"} [1-9]', text)
     assert re.search(r"lake_gateway_kafka_produce_seconds_count [1-9]", text)
     doc = httpx.get(f"{gateway.url}/openapi.json", timeout=10).json()
