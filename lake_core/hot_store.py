@@ -281,7 +281,19 @@ def connect(dsn: str, timeout: float = 5.0) -> Any:
     """A psycopg2 connection (autocommit off)."""
     pg = _psycopg()
     try:
-        return pg.connect(dsn, connect_timeout=max(1, int(timeout)), application_name="lake-stream")
+        # TCP keepalives and a user timeout: a PostgreSQL that vanished without closing the connection
+        # (a network partition, a killed VM) is noticed in about half a minute, not after the kernel's
+        # two hours, so the stream's retry loop gets its chance instead of a read that never returns.
+        return pg.connect(
+            dsn,
+            connect_timeout=max(1, int(timeout)),
+            application_name="lake-stream",
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=5,
+            keepalives_count=3,
+            tcp_user_timeout=30_000,
+        )
     except pg.OperationalError as exc:
         raise HotStoreUnavailable(f"PostgreSQL at {redact(dsn)} is unreachable: {str(exc).strip()}") from None
 
