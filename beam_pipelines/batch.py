@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 from apache_beam import Pipeline
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines import runner_fixes  # noqa: F401 - the local runner's metrics past 900 bundles
 from lake_core.errors import LakeError
 
 __all__ = ["pipeline_options", "run_pipeline"]

@@ -277,6 +277,9 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+_SESSION_OPTIONS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"  # the DSN's own come after
+
+
 def connect(dsn: str, timeout: float = 5.0) -> Any:
     """A psycopg2 connection (autocommit off)."""
     pg = _psycopg()
@@ -293,6 +296,11 @@ def connect(dsn: str, timeout: float = 5.0) -> Any:
             keepalives_interval=5,
             keepalives_count=3,
             tcp_user_timeout=30_000,
+            # A connection cut mid-transaction can leave its server backend holding row locks (the
+            # offsets' FOR UPDATE) until the server notices: the next commit would wait on them for
+            # as long. The server ends such an orphan after 60 s idle in its transaction, and a lock
+            # wait over 30 s fails (LockNotAvailable, retried by ``with_retries``) instead of hanging.
+            options=" ".join(filter(None, [_SESSION_OPTIONS, pg.extensions.parse_dsn(dsn).get("options")])),
         )
     except pg.OperationalError as exc:
         raise HotStoreUnavailable(f"PostgreSQL at {redact(dsn)} is unreachable: {str(exc).strip()}") from None

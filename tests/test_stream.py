@@ -57,9 +57,15 @@ def _alert_events(bootstrap, topic) -> list:
         out = []
         if high > low:
             c.assign([TopicPartition(topic, 0, low)])
-            deadline = time.monotonic() + 20
-            while len(out) < high - low and time.monotonic() < deadline:
-                out += [json.loads(m.value()) for m in c.consume(500, 1.0) if m.error() is None]
+            # to the end: the last offset reached and then a quiet poll (a watermark's distance is no count
+            # of records on the embedded broker, which gives a producer batch one offset per record or not)
+            deadline, last = time.monotonic() + 30, -1
+            while time.monotonic() < deadline:
+                batch = [m for m in c.consume(500, 1.0) if m.error() is None]
+                out += [json.loads(m.value()) for m in batch]
+                last = max([last] + [m.offset() for m in batch])
+                if not batch and last >= high - 1:
+                    break
         return out
     finally:
         c.close()
@@ -184,6 +190,7 @@ class _Proxy:
         self.port = self.server.getsockname()[1]
         self.up = threading.Event()
         self.up.set()
+        self.lock = threading.Lock()
         self.conns: list = []
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -193,11 +200,12 @@ class _Proxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            if not self.up.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            self.conns += [client, upstream]
+            with self.lock:  # a connection is refused, or registered before a cut can run
+                if not self.up.is_set():
+                    client.close()
+                    continue
+                upstream = socket.create_connection(self.target)
+                self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -215,6 +223,10 @@ class _Proxy:
                     pass
 
     def cut(self):
+        with self.lock:
+            self._cut()
+
+    def _cut(self):
         self.up.clear()
         for s in self.conns:
             try:

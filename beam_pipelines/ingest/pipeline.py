@@ -24,6 +24,7 @@ from typing import Callable, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines import runner_fixes  # noqa: F401 - the local runner's metrics past 900 bundles
 from beam_pipelines.ingest.bronze_state import BronzeState, BronzeStore
 from beam_pipelines.ingest.bronze_writer import NAMESPACE, DeadLetterUndelivered, WriteBronze
 from beam_pipelines.ingest.kafka_source import (

@@ -29,6 +29,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines import runner_fixes  # noqa: F401 - the local runner's metrics past 900 bundles
 from beam_pipelines.ingest.batches import KafkaBatch
 from beam_pipelines.ingest.kafka_source import PartitionStart, PassBounds, ReadKafkaPartitions, close_consumers
 from beam_pipelines.ingest.partition_fetcher import fetcher_for
