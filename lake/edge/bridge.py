@@ -100,6 +100,7 @@ class BridgeStats:
     redelivered: int = 0  # of those, marked DUP by Mosquitto (sent again after a lost connection)
     forwarded: int = 0  # delivered to the telemetry topic and acknowledged
     mismatched: int = 0  # delivered to the DLQ (vehicle_mismatch) and acknowledged
+    acknowledged: int = 0  # PUBACKs written to Mosquitto
     kafka_retries: int = 0  # deliveries Kafka refused, produced again
     unacknowledged: int = 0  # delivered, but their connection was gone (or we were stopping): Mosquitto resends
     connects: int = 0  # MQTT connections made (1 + reconnections)
@@ -175,8 +176,9 @@ class MqttKafkaBridge:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._hook()
         self._acks: list[int] = []  # packet ids whose delivery Kafka reported, PUBACK not yet written
+        self._pong = asyncio.Event()  # set by each PINGRESP (``_processed``)
+        self._hook()
         self._client.on_subscribe = self._on_subscribe
         self._logged: Optional[dict] = None
 
@@ -195,6 +197,13 @@ class MqttKafkaBridge:
         if not callable(getattr(handler, "_handle_qos_1_publish_packet", None)):
             raise ConfigError("this gmqtt has no QoS 1 handler step to hook: install the version in constraints.txt")
         handler._handle_qos_1_publish_packet = self._on_qos1
+        pingresp = handler._handle_pingresp_packet
+
+        def on_pingresp(cmd: Any, packet: Any) -> None:
+            pingresp(cmd, packet)
+            self._pong.set()
+
+        handler._handle_pingresp_packet = on_pingresp
 
     def _on_connect(self, client: Any, flags: Any, rc: Any, properties: Any) -> None:
         self._generation += 1
@@ -294,6 +303,7 @@ class MqttKafkaBridge:
             self.stats.unacknowledged += len(acks)  # the connection went between report and write
             return
         connection._protocol.write_data(b"".join([_pack_puback(0x40, 2, mid) for mid in acks]))
+        self.stats.acknowledged += len(acks)
 
     async def _poll_kafka(self) -> None:
         """Serve delivery reports and send the PUBACKs they release: often while messages are in flight."""
@@ -380,9 +390,36 @@ class MqttKafkaBridge:
         self._producer.flush(max(0.0, deadline - time.monotonic()))
         if self._acks:
             self._send_acks()
-        await asyncio.sleep(0)  # the transport writes the last PUBACKs before we disconnect
+        await self._written(deadline)
+        await self._processed(deadline)
         if self._in_flight:
             LOG.error("%d message(s) still unconfirmed by Kafka: Mosquitto will deliver them again", self._in_flight)
+
+    async def _written(self, deadline: float) -> None:
+        """Wait until the socket took every PUBACK: a write the kernel could not take at once waits in
+        the transport's buffer, and a stop that closed the connection over it would leave Mosquitto
+        to deliver those messages again (duplicates after a graceful stop)."""
+        connection = self._client._package_handler.current_connection
+        transport = getattr(getattr(connection, "_protocol", None), "_transport", None)
+        while transport is not None and transport.get_write_buffer_size() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def _processed(self, deadline: float) -> None:
+        """Wait until Mosquitto has read our last PUBACKs: a PINGREQ after them, answered.
+
+        Mosquitto keeps sending while we stop (those messages are left unacknowledged on purpose); a
+        socket closed with unread data in it is reset, and a reset makes the peer discard what it
+        has not read yet, our last PUBACKs included. Mosquitto reads in order, so its PINGRESP
+        says every PUBACK before the PINGREQ was taken."""
+        connection = self._client._package_handler.current_connection
+        if connection is None or connection.is_closing():
+            return
+        self._pong.clear()
+        connection._send_ping_request()
+        try:
+            await asyncio.wait_for(self._pong.wait(), max(0.1, min(5.0, deadline - time.monotonic())))
+        except asyncio.TimeoutError:
+            LOG.warning("Mosquitto did not answer a ping before the stop: some messages may come again")
 
     async def _report(self) -> None:
         next_log = time.monotonic() + self.options.log_every_s
@@ -401,12 +438,14 @@ class MqttKafkaBridge:
             return  # nothing happened since the last line
         self._logged = s.snapshot()
         LOG.info(
-            "bridge %s: received %d (redelivered %d), forwarded %d, mismatched %d, kafka retries %d, in flight %d",
+            "bridge %s: received %d (redelivered %d), forwarded %d, mismatched %d, acknowledged %d, kafka retries %d, "
+            "in flight %d",
             state,
             s.received,
             s.redelivered,
             s.forwarded,
             s.mismatched,
+            s.acknowledged,
             s.kafka_retries,
             self._in_flight,
         )

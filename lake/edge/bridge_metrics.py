@@ -22,6 +22,10 @@ _COUNTERS = {
     "redelivered": ("lake_bridge_messages_redelivered", "Of those, sent again by Mosquitto (DUP)."),
     "forwarded": ("lake_bridge_messages_forwarded", "Delivered to the telemetry topic and acknowledged."),
     "mismatched": ("lake_bridge_messages_mismatched", "Sent to the DLQ: payload vehicle differs from the topic's."),
+    "acknowledged": (
+        "lake_bridge_messages_acknowledged",
+        "PUBACKs written to Mosquitto (after Kafka's delivery report).",
+    ),
     "kafka_retries": ("lake_bridge_kafka_retries", "Deliveries Kafka refused, produced again."),
     "unacknowledged": ("lake_bridge_messages_unacknowledged", "Delivered but their connection was gone."),
     "connects": ("lake_bridge_mqtt_connects", "MQTT connections made (1 + reconnections)."),
