@@ -280,10 +280,14 @@ def test_a_second_stream_on_the_same_topic_and_store_is_refused(settings):
         first = hold_stream_lock(dsn, settings.topic)
         try:
             with pytest.raises(StreamFenced, match="another lake stream"):
-                hold_stream_lock(dsn, settings.topic)
+                hold_stream_lock(dsn, settings.topic, wait_s=0.5)
         finally:
             first.close()
         hold_stream_lock(dsn, settings.topic).close()  # released with its connection
+        # a predecessor whose lock goes a moment later (its backend not yet gone): the restart waits for it
+        first = hold_stream_lock(dsn, settings.topic)
+        threading.Timer(1.0, first.close).start()
+        hold_stream_lock(dsn, settings.topic, wait_s=10).close()
 
 
 def test_migrations_are_idempotent_and_days_are_dropped_by_partition():

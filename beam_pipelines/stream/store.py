@@ -251,13 +251,23 @@ def start_offsets(dsn: str, topic: str, partitions: int) -> dict[int, int]:
     return {p: int(saved.get(p, 0)) for p in range(partitions)}
 
 
-def hold_stream_lock(dsn: str, topic: str) -> Any:
-    """A connection holding this topic's stream lock (close it to release); ``StreamFenced`` when taken."""
+def hold_stream_lock(dsn: str, topic: str, wait_s: float = 5.0) -> Any:
+    """A connection holding this topic's stream lock (close it to release); ``StreamFenced`` when taken.
+
+    Tried again for ``wait_s``: a stream that has just exited releases its lock only once its server
+    backend has seen the connection close (through a proxy or pooler, a moment later), and a restart
+    right after it must not be refused for that."""
     conn = hs.connect(dsn)
     conn.autocommit = True
+    deadline = time.monotonic() + wait_s
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"lake-stream:{topic}",))
-        if not cur.fetchone()[0]:
+        while True:
+            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"lake-stream:{topic}",))
+            taken = bool(cur.fetchone()[0])
+            if taken or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        if not taken:
             cur.execute(
                 "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
                 "WHERE l.locktype = 'advisory' AND l.objid = hashtext(%s)::oid AND l.granted",
