@@ -45,6 +45,7 @@ AIRFLOW_REQUIRES = [
 EDGE_REQUIRES = ["msgspec>=0.19,<1", "numpy>=2,<3", "confluent-kafka>=2.10,<3", "paho-mqtt>=2.1,<3", "tqdm>=4.66,<5"]
 TEST_REQUIRES = [
     "pytest>=8,<10",
+    "pytest-xdist>=3.6,<4",  # `make test` runs three workers: most tests wait on processes, not the CPU
     "hypothesis>=6.100,<7",
     "selenium>=4.30,<5",
     "moto[server]>=5.1,<6",
