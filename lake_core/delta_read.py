@@ -43,6 +43,7 @@ def read_columns(
     path: Optional[str] = None,
     schema: Optional[pa.Schema] = None,
     version: Optional[int] = None,
+    dictionary: tuple = (),
 ) -> pa.Table:
     """``columns`` of the files of Delta table ``name`` whose statistics may match ``predicate``.
 
@@ -50,7 +51,9 @@ def read_columns(
     string_view statistics of files it rewrote (pyarrow 25). A partition column comes from the
     file's path; a column a file lacks (written before the lineage columns existed) reads as nulls.
     ``path`` and ``schema`` name a table that is not one of the contract's (by ``name``); ``version``
-    reads an earlier version (time travel).
+    reads an earlier version (time travel). Columns named in ``dictionary`` come as
+    ``dictionary<int32, string>`` as Parquet stores them (no million-string decode for a column of a
+    few hundred values).
     """
     from deltalake import DeltaTable
 
@@ -61,21 +64,25 @@ def read_columns(
     table = DeltaTable(path) if version is None else DeltaTable(path, version=version)
     fs, _ = filesystem(lake_root)
     full = _arrow_schema(table)
-    schema = pa.schema([full.field(c).with_nullable(True) for c in columns])
+    coded = pa.dictionary(pa.int32(), pa.string())
+    schema = pa.schema([full.field(c).with_type(coded) if c in dictionary else full.field(c) for c in columns])
+    schema = pa.schema([f.with_nullable(True) for f in schema])
     parts = []
     for uri in table.file_uris(file_pruning_predicate=predicate):
         partition_values = dict(p.split("=", 1) for p in uri.split("/") if "=" in p)
         with fs.open_input_file(fs_path(lake_root, uri)) as handle:
             have = pq.read_schema(handle).names
-            part = pq.read_table(handle, columns=[c for c in columns if c in have])
+            read = [c for c in columns if c in have]
+            part = pq.read_table(handle, columns=read, read_dictionary=[c for c in dictionary if c in read])
         arrays = []
         for c in columns:
             kind = schema.field(c).type
             if c in have:
                 arrays.append(part[c].cast(kind))
             elif c in partition_values:
-                value = pa.scalar(partition_values[c]).cast(kind)
-                arrays.append(pa.array([value.as_py()] * part.num_rows, kind))
+                plain = kind.value_type if pa.types.is_dictionary(kind) else kind
+                value = pa.scalar(partition_values[c]).cast(plain)
+                arrays.append(pa.array([value.as_py()] * part.num_rows, plain).cast(kind))
             else:
                 arrays.append(pa.nulls(part.num_rows, kind))
         parts.append(pa.table(arrays, schema=schema))

@@ -255,12 +255,29 @@ def _topic(fs: pafs.FileSystem, files: list) -> Optional[str]:
 # -- Silver's figures, from Silver and the quarantine (their lineage columns) ------------------
 
 
-def _generation(bronze_file: pa.Array) -> pa.Array:
+def _generation(bronze_file: Any) -> pa.ChunkedArray:
     """Bronze generation from file names (``g0001-p...``; 0 without the prefix or the name)."""
-    files = pc.fill_null(bronze_file, "")
-    digits = pc.utf8_slice_codeunits(files, 1, 5)
-    has = pc.starts_with(files, "g")
-    return pc.if_else(has, pc.cast(pc.if_else(has, digits, "0"), pa.int32()), pa.scalar(0, pa.int32()))
+    if isinstance(bronze_file, pa.Array):
+        bronze_file = pa.chunked_array([bronze_file])
+    if not pa.types.is_dictionary(bronze_file.type):
+        bronze_file = pc.dictionary_encode(bronze_file)
+    chunks = []
+    for chunk in bronze_file.chunks:  # parsed once per distinct name, then spread by the codes
+        names = pc.fill_null(chunk.dictionary, "")
+        has = pc.starts_with(names, "g")
+        digits = pc.if_else(has, pc.utf8_slice_codeunits(names, 1, 5), "0")
+        per_name = pc.if_else(has, pc.cast(digits, pa.int32()), pa.scalar(0, pa.int32()))
+        chunks.append(pc.fill_null(per_name.take(chunk.indices), 0))
+    return pa.chunked_array(chunks, pa.int32())
+
+
+def _equals(column: pa.ChunkedArray, value: str) -> pa.ChunkedArray:
+    """``column == value`` for a dictionary column: compared once per distinct value, spread by the codes."""
+    if not pa.types.is_dictionary(column.type):
+        return pc.equal(column, value)
+    return pa.chunked_array(
+        [pc.fill_null(pc.equal(c.dictionary, value).take(c.indices), False) for c in column.chunks], pa.bool_()
+    )
 
 
 def _count_by(table: pa.Table, keys: list) -> dict:
@@ -277,8 +294,11 @@ def silver_figures(lake_root: str, hour: str) -> dict:
     predicate = f"bronze_hour = '{hour}'"
     figures: dict = defaultdict(lambda: {"silver_new": 0, "quarantined": 0})
     for name, column in (("silver_telemetry", "silver_new"), ("silver_quarantine", "quarantined")):
-        rows = read_columns(lake_root, name, ["bronze_hour", "bronze_file", "kafka_partition"], predicate)
-        rows = rows.filter(pc.equal(rows["bronze_hour"], hour))
+        rows = read_columns(
+            lake_root, name, ["bronze_hour", "bronze_file", "kafka_partition"], predicate,
+            dictionary=("bronze_hour", "bronze_file"),
+        )  # fmt: skip
+        rows = rows.filter(_equals(rows["bronze_hour"], hour))
         rows = pa.table({"generation": _generation(rows["bronze_file"]), "partition": rows["kafka_partition"]})
         for (generation, partition), n in _count_by(rows, ["generation", "partition"]).items():
             figures[(generation, partition)][column] += n

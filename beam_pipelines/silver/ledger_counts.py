@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lake_schemas import BronzeFileName
 
@@ -28,7 +29,11 @@ def count_rows(table: pa.Table, rows: Any, what: str, stats: Counter) -> None:
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return
-    taken = table.select(["bronze_file", "kafka_partition"]).take(pa.array(rows))
+    taken = table.select(["bronze_file", "kafka_partition"])
+    if len(rows) != table.num_rows:  # every row (the hour's candidates): no copy of a million file names
+        taken = taken.take(pa.array(rows))
+    # grouped by the file name's dictionary code: a few hundred names among a million rows
+    taken = taken.set_column(0, "bronze_file", pc.dictionary_encode(taken["bronze_file"]))
     groups = taken.group_by(["bronze_file", "kafka_partition"], use_threads=False).aggregate([([], "count_all")])
     for name, partition, n in zip(*(groups[c].to_pylist() for c in ("bronze_file", "kafka_partition", "count_all"))):
         parsed = BronzeFileName.parse(name or "")
