@@ -322,8 +322,11 @@ def event_hour_figures(lake_root: str, day: _dt.date, by_bronze_hour: bool = Tru
         "silver_telemetry",
         columns + (["bronze_hour"] if by_bronze_hour else []),
         date_list_sql("event_date", [day]),
-    )
-    silver = silver.filter(pc.equal(silver["event_date"], pa.scalar(day, pa.date32())))
+        dictionary=("vehicle_id", "bronze_file", "bronze_hour"),
+    ).unify_dictionaries()  # grouped by below: one dictionary per column
+    of_day = pc.equal(silver["event_date"], pa.scalar(day, pa.date32()))
+    if not pc.all(of_day).as_py():  # the partition's files hold only the day: no copy of a million rows
+        silver = silver.filter(of_day)
     event_ms = pc.cast(pc.cast(silver["event_ts"], pa.timestamp("ms")), pa.int64()).to_numpy(zero_copy_only=False)
     keyed = pa.table(
         {
@@ -331,13 +334,11 @@ def event_hour_figures(lake_root: str, day: _dt.date, by_bronze_hour: bool = Tru
             "vehicle_id": silver["vehicle_id"],
             "generation": _generation(silver["bronze_file"]),
             "partition": silver["kafka_partition"],
-            "bronze_hour": pc.fill_null(silver["bronze_hour"], "")
-            if by_bronze_hour
-            else pa.nulls(silver.num_rows, pa.string()),
+            "bronze_hour": silver["bronze_hour"] if by_bronze_hour else pa.nulls(silver.num_rows, pa.string()),
         }
     )
     counted = _count_by(keyed, ["hour", "vehicle_id", "generation", "partition", "bronze_hour"])
-    by_source = {(format_hour(h), *rest): n for (h, *rest), n in counted.items()}
+    by_source = {(format_hour(h), v, g, p, b or ""): n for (h, v, g, p, b), n in counted.items()}
     gold = read_columns(
         lake_root,
         "gold_vehicle_hourly",
