@@ -8,7 +8,10 @@ them, ``--after`` with them. The two alternate, run after run, each in its
 own process on a fresh copy of the inputs (with ``--together`` both at the
 same time, which is what keeps the ratio honest on a machine other work
 slows by a factor of three from one minute to the next); the fastest run of
-each counts, and the result is their ratio. Also: Silver's bytes on disk (the lineage columns' cost in
+each counts, and the result is their ratio. A ``--before`` checkout of the current code:
+``git worktree add /tmp/before HEAD && git -C /tmp/before apply benchmarks/ledger_off.patch``
+(the ledger's writes and counts off, Silver without the lineage columns but ``sender_ts``, which
+deduplication needs). Also: Silver's bytes on disk (the lineage columns' cost in
 size), and the ledger's own write (``record_silver_hour``) timed alone.
 """
 
