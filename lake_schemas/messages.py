@@ -22,9 +22,22 @@ VEHICLE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _VEHICLE_ID = re.compile(VEHICLE_ID_PATTERN)
 
 
-def is_vehicle_id(value: object) -> bool:
+_SEEN_IDS: set[str] = set()  # ids that matched: a fleet repeats a few thousand ids millions of times
+_SEEN_MAX = 200_000  # bounded: a flood of distinct ids costs the regex, never memory
+
+
+def is_vehicle_id(value: object, _seen: set = _SEEN_IDS) -> bool:
     """``value`` matches ``VEHICLE_ID_PATTERN`` whole (no trailing newline, which ``$`` lets through)."""
-    return isinstance(value, str) and _VEHICLE_ID.fullmatch(value) is not None
+    if not isinstance(value, str):  # first: a list or a dict (hostile JSON) cannot be looked up in a set
+        return False
+    if value in _seen:
+        return True
+    if _VEHICLE_ID.fullmatch(value) is None:
+        return False
+    if len(_seen) >= _SEEN_MAX:
+        _seen.clear()
+    _seen.add(value)
+    return True
 
 
 SNAPSHOT_SCHEMA_VERSIONS = frozenset({1})
