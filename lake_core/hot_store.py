@@ -277,7 +277,12 @@ def redact(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-_SESSION_OPTIONS = "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s"  # the DSN's own come after
+# the DSN's own options come after these. Server-side keepalives: a backend whose client vanished (the
+# stream's lock connection across a network cut) is ended within about half a minute, releasing its locks.
+_SESSION_OPTIONS = (
+    "-c lock_timeout=30s -c idle_in_transaction_session_timeout=60s "
+    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+)
 
 
 def connect(dsn: str, timeout: float = 5.0) -> Any:

@@ -267,7 +267,17 @@ def test_postgresql_unreachable_mid_stream_waits_retries_loses_nothing_and_says_
         assert report.total("pg_waits") > 0, "the wait shows in the run's metrics"
         assert "PostgreSQL at" in capfd.readouterr().err
         # The reader's idleness is wall time since its last record: the wait can end the drained run
-        # early. A second run takes the rest; together they hold every record exactly once.
+        # early. A second run takes the rest; together they hold every record exactly once. The first
+        # run's lock went with its cut connection: the server ends that backend once it notices (at
+        # most its keepalive probes, about 25 s), and the second run may start only then.
+        deadline = time.monotonic() + 60
+        held = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            f"AND objid = hashtext('lake-stream:{settings.topic}')::oid"
+        )
+        while table_rows(direct_dsn, held)[0][0]:
+            assert time.monotonic() < deadline, "the cut connection's lock was never released"
+            time.sleep(0.5)
         rest = run_stream(_opts(settings, dsn))
         assert report.total("records") + rest.total("records") == len(records)
         run_stream(_opts(settings, clean_dsn, alerts_topic=f"{settings.topic}-alerts-clean"))
