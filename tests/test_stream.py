@@ -276,7 +276,13 @@ def test_postgresql_unreachable_mid_stream_waits_retries_loses_nothing_and_says_
             f"AND objid = hashtext('lake-stream:{settings.topic}')::oid"
         )
         while table_rows(direct_dsn, held)[0][0]:
-            assert time.monotonic() < deadline, "the cut connection's lock was never released"
+            holder = table_rows(
+                direct_dsn,
+                "SELECT a.pid, a.client_port, a.backend_start, a.state, a.query FROM pg_locks l "
+                "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
+                f"AND l.objid = hashtext('lake-stream:{settings.topic}')::oid",
+            )
+            assert time.monotonic() < deadline, f"the lock was never released: {holder}, proxy {proxy.port}"
             time.sleep(0.5)
         rest = run_stream(_opts(settings, dsn))
         assert report.total("records") + rest.total("records") == len(records)

@@ -350,15 +350,17 @@ def _run_unbounded(run: _Run) -> IngestReport:
     return run.report
 
 
-def install_stop_handlers(stop: threading.Event) -> None:
-    """First Ctrl-C (or SIGTERM): set ``stop`` (the pass in flight commits, then the run ends). Second: abort."""
+def install_stop_handlers(stop: threading.Event, what: str = "lake ingest") -> None:
+    """First Ctrl-C (or SIGTERM): set ``stop`` (the pass in flight commits, then the run ends). Second: abort.
+
+    Shared by every pass-by-pass job (``lake ingest``, ``lake stream``: ``what`` names it)."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        print("lake ingest: stopping after the pass in flight (Ctrl-C again to abort)", file=sys.stderr)
+        print(f"{what}: stopping after the pass in flight (Ctrl-C again to abort)", file=sys.stderr)
         stop.set()
 
     signal.signal(signal.SIGINT, handler)

@@ -18,7 +18,6 @@ runner's state and checkpoints.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from beam_pipelines.ingest.kafka_source import PartitionStart, PassBounds, ReadK
 from beam_pipelines.ingest.partition_fetcher import fetcher_for
 from beam_pipelines.ingest.pass_control import PassControl
 from beam_pipelines.ingest.pipeline import _check_beam_args
+from beam_pipelines.ingest.pipeline import install_stop_handlers as ingest_stop_handlers
 from beam_pipelines.stream.options import StreamOptions, parse
 from beam_pipelines.stream.publisher import AlertPublisher
 from beam_pipelines.stream.store import PG_WAITS, HotCommitter, hold_stream_lock, prepare_store, start_offsets
@@ -257,18 +257,8 @@ def _retain(opts: StreamOptions) -> list[str]:
 
 
 def install_stop_handlers(stop: threading.Event) -> None:
-    """First Ctrl-C (or SIGTERM): set ``stop`` (the pass in flight commits, then the run ends). Second: abort."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        print("lake stream: stopping after the pass in flight (Ctrl-C again to abort)", file=sys.stderr)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    """The ingest's two-step Ctrl-C, in the stream's words."""
+    ingest_stop_handlers(stop, "lake stream")
 
 
 def run(argv: Optional[Sequence[str]] = None) -> StreamReport:
