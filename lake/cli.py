@@ -38,6 +38,7 @@ COMMANDS = [
     "ledger",
     "lineage",
     "maintain",
+    "migrate",
     "forget",
     "airflow",
     "serve",

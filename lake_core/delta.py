@@ -74,7 +74,8 @@ def check_schema(table: Any, expected: pa.Schema, name: str) -> None:
     detail = "; ".join(p for p in parts if p) or "columns in another order"
     raise LakeDataError(
         f"{name} at {table.table_uri} has another schema than this version of the lake writes "
-        f"({detail}); nothing was written. Migrate or move the table aside."
+        f"({detail}); nothing was written. `lake migrate` adds the columns an older version lacked; "
+        "otherwise move the table aside."
     )
 
 
