@@ -64,17 +64,21 @@ class Imperfections:
     gps_glitch_rate: float = 0.0005
     #: Per message: it is replaced by a malformed one (not JSON, truncated, ...).
     bad_rate: float = 0.0
+    #: Per vehicle and hour: it loses its uplink (a dead zone, a modem that hangs) for 3 to 40 minutes and
+    #: what it measures meanwhile is lost; past 10 minutes the hot path calls it ``offline``.
+    silence_rate: float = 0.0
 
     def __post_init__(self) -> None:
         _check_rate("duplicate rate", self.duplicate_rate)
         _check_rate("clock skew rate", self.clock_skew_rate)
         _check_rate("GPS glitch rate", self.gps_glitch_rate)
         _check_rate("bad rate", self.bad_rate)
+        _check_rate("silence rate", self.silence_rate)
 
     @classmethod
     def none(cls) -> "Imperfections":
         """A perfect world: every message well formed, sent once, on time."""
-        return cls(0.0, 0.0, 0.0, 0.0)
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,15 @@ class Outbox:
     def __len__(self) -> int:
         return len(self.value)
 
+    def keep(self, indices: list[int]) -> None:
+        """Keep only the messages at ``indices`` (in that order); only before defects are marked."""
+        if self.defects:
+            raise ValueError("Outbox.keep after defects were marked would misplace them")
+        self.vehicle = [self.vehicle[i] for i in indices]
+        self.value = [self.value[i] for i in indices]
+        self.send_ms = [self.send_ms[i] for i in indices]
+        self.shape = [self.shape[i] for i in indices]
+
     def finish(self, keys: list[bytes]) -> "MessageBatch":
         """Order by send time (as the uplink delivers them) and key by vehicle id."""
         order = np.argsort(np.asarray(self.send_ms, dtype=np.int64), kind="stable").tolist()

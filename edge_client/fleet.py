@@ -23,6 +23,10 @@ import numpy as np
 
 PARKED, RIDING, CHARGING = 0, 1, 2
 EARTH_RADIUS_M = 6_371_008.8
+#: How far from home a motorway trip may lead (the default operating area has a radius of 20 km).
+MOTORWAY_LEASH_KM = 35.0
+#: Of car trips, how many take the motorway.
+MOTORWAY_SHARE = 0.25
 _G = 9.81
 _AIR_DENSITY = 1.2
 ERROR_CODES = ("E12", "E21", "E33", "B07", "M04", "C110")
@@ -217,6 +221,9 @@ class Fleet:
         self.home_lat = center[0] + np.degrees(r_m * np.cos(theta) / EARTH_RADIUS_M)
         self.home_lon = center[1] + np.degrees(r_m * np.sin(theta) / (EARTH_RADIUS_M * np.cos(np.radians(center[0]))))
         self.radius_m = radius_km * 1000.0
+        # How far a trip may lead from home before the way turns back: the city, or the region for a
+        # motorway trip (which is how a car leaves the operating area, contract section 9's geofence).
+        self._leash_m = np.full(n, self.radius_m)
         self.lat = self.home_lat.copy()
         self.lon = self.home_lon.copy()
         self.alt_m = rng.normal(36.0, 4.0, n).round(1)
@@ -311,8 +318,9 @@ class Fleet:
             cruise = np.array([t.cruise_kmh for t in VEHICLE_TYPES])[self.type_index[take]]
             cruise_kmh = rng.uniform(cruise[:, 0], cruise[:, 1])
             # Now and then a car leaves the city on the motorway.
-            motorway = (self.type_index[take] == VEHICLE_TYPE_NAMES.index("car")) & (rng.random(k) < 0.1)
+            motorway = (self.type_index[take] == VEHICLE_TYPE_NAMES.index("car")) & (rng.random(k) < MOTORWAY_SHARE)
             cruise_kmh[motorway] = rng.uniform(90.0, 125.0, int(motorway.sum()))
+            self._leash_m[take] = np.where(motorway, MOTORWAY_LEASH_KM * 1000.0, self.radius_m)
             self._cruise_ms[take] = np.minimum(cruise_kmh, s["max_speed_kmh"][take]) / 3.6
             self._stop_left_s[take] = 0.0
         # A low battery waits for a charger (a van collects scooters, a driver plugs the car in).
@@ -346,11 +354,12 @@ class Fleet:
         # The heading drifts; at a crossing the rider may turn; far from home, the way leads back.
         drift = rng.normal(0.0, 4.0, n) * np.sqrt(self.dt_s)
         turn = (rng.random(n) < self.dt_s / 60.0) * rng.choice([-90.0, 90.0], n)
+        turn[self._leash_m > self.radius_m] = 0.0  # the motorway has no crossings
         away_m = self._distance_m(self.lat, self.lon, self.home_lat, self.home_lon)
         home_bearing = self._bearing_deg(self.lat, self.lon, self.home_lat, self.home_lon)
         back = (
             ((home_bearing - self.heading_deg + 180.0) % 360.0 - 180.0)
-            * (away_m > self.radius_m)
+            * (away_m > self._leash_m)
             * min(1.0, 0.2 * self.dt_s)
         )
         self.heading_deg = np.where(moving, (self.heading_deg + drift + turn + back) % 360.0, self.heading_deg)

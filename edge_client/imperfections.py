@@ -3,6 +3,8 @@
 - duplicates: a retry resends the same bytes a few seconds later;
 - skewed clocks: a few vehicles report times hours off;
 - GPS glitches: a fix reads lat = lon = 0;
+- silences: a vehicle loses its uplink for minutes and its messages of that
+  time are never sent;
 - malformed messages of varied kinds, each refused by
   ``lake_schemas.validate_message`` with the reason in ``MALFORMED_KINDS``.
 
@@ -23,6 +25,8 @@ from edge_client.encoding import SIGNAL, SNAPSHOT, Outbox
 from lake_schemas import MAX_MESSAGE_BYTES, RejectReason
 
 DUPLICATE = "duplicate"
+#: How long a vehicle stays silent: some shorter than the hot path's 10 offline minutes, most longer.
+SILENCE_MS = (3 * 60_000, 40 * 60_000)
 
 #: Malformed kind -> the reason validation must give it.
 MALFORMED_KINDS: dict[str, RejectReason] = {
@@ -62,6 +66,33 @@ class FieldFaults:
         self.clock_offset_ms = np.where(skewed, hours * 3_600_000, 0).astype(np.int64)
         self._retries: list[tuple[int, int, int, bytes, str]] = []  # heap of (send_ms, seq, vehicle, value, shape)
         self._seq = 0
+        # Silences draw from a stream of their own: turning them on changes nothing else.
+        self._silence_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5113]))
+        self._silent_until_ms = np.zeros(vehicles, dtype=np.int64)
+        #: Silences begun so far.
+        self.silences = 0
+
+    def silence(self, out: Outbox, now_ms: int, tick_s: float) -> int:
+        """Start silences at ``silence_rate`` per vehicle and hour; drop the silent vehicles' messages.
+
+        Returns how many messages were dropped (never sent). Call before ``corrupt``.
+        """
+        if not self.rates.silence_rate:
+            return 0
+        quiet = self._silent_until_ms > now_ms
+        start = ~quiet & (self._silence_rng.random(len(quiet)) < self.rates.silence_rate * tick_s / 3600.0)
+        if start.any():
+            k = int(start.sum())
+            self._silent_until_ms[start] = now_ms + self._silence_rng.integers(*SILENCE_MS, k)
+            self.silences += k
+            quiet |= start
+        if not quiet.any() or not len(out):
+            return 0
+        keep = np.flatnonzero(~quiet[np.asarray(out.vehicle, dtype=np.int64)]).tolist()
+        dropped = len(out) - len(keep)
+        if dropped:
+            out.keep(keep)
+        return dropped
 
     @property
     def skewed_vehicles(self) -> int:

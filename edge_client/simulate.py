@@ -30,6 +30,8 @@ class SimulationStats:
     duplicates: int = 0  # retries of a message already sent
     gps_glitches: int = 0
     skewed_vehicles: int = 0
+    silences: int = 0  # uplink losses begun
+    silenced: int = 0  # messages never sent because their vehicle was silent
     first_timestamp_ms: Optional[int] = None
     last_timestamp_ms: Optional[int] = None
     wall_seconds: float = 0.0
@@ -58,6 +60,7 @@ class SimulationStats:
             f"{self.by_shape[SNAPSHOT]:,} snapshot, {self.by_shape[SIGNAL]:,} signal, "
             f"{self.bad:,} malformed, {self.duplicates:,} duplicates, {self.gps_glitches:,} GPS glitches, "
             f"{self.skewed_vehicles:,} {'vehicle' if self.skewed_vehicles == 1 else 'vehicles'} with skewed clocks"
+            + (f", {self.silences:,} uplink losses ({self.silenced:,} messages never sent)" if self.silences else "")
         )
 
 
@@ -86,11 +89,13 @@ def message_batches(config: SimulationConfig, stats: Optional[SimulationStats] =
         stats.vehicles, stats.skewed_vehicles = fleet.size, faults.skewed_vehicles
     for _ in range(config.ticks):
         out = encoder.encode(faults.gps_glitch_mask(fleet.size))
+        silenced = faults.silence(out, fleet.now_ms, config.tick_ms / 1000.0)
         faults.corrupt(out)
         faults.schedule_retries(out)
         faults.add_due_retries(out, before_ms=fleet.now_ms + config.tick_ms)
         if stats is not None:
             stats.gps_glitches = encoder.gps_glitches
+            stats.silences, stats.silenced = faults.silences, stats.silenced + silenced
         yield out.finish(keys)
         fleet.step()
     tail = Outbox()  # the fleet is done; only the retries in flight remain

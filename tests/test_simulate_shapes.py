@@ -312,3 +312,49 @@ def test_signal_gps_glitches_send_zero_for_both_coordinates():
     lons = {(d, t) for d, t, n in zero if n == "lon"}
     assert lats == lons  # a glitch spoils the whole fix, never half of it
     assert len(lats) == stats.gps_glitches > 20
+
+
+def test_silences_drop_whole_minutes_of_a_vehicle_and_are_counted():
+    """An uplink loss: the vehicle's messages stop for 3 to 40 minutes, then come again; nothing else changes."""
+    from edge_client.imperfections import SILENCE_MS
+    from edge_client.simulate import SimulationStats
+
+    quiet = Imperfections(0, 0, 0, 0, silence_rate=0.5)
+    stats = SimulationStats()
+    sent = collections.defaultdict(list)
+    for batch in message_batches(config(shape="snapshot", vehicles=30, duration_s=7200, imperfections=quiet), stats):
+        for key, value in zip(batch.keys, batch.values):
+            sent[key].append(msgspec.json.decode(value)["ts"])
+    baseline = messages(config(shape="snapshot", vehicles=30, duration_s=7200))
+    assert stats.silences > 10 and stats.silenced > 0
+    assert sum(len(ts) for ts in sent.values()) + stats.silenced == len(baseline)
+    gaps = []
+    for stamps in sent.values():
+        ms = sorted(parse_start(t) for t in stamps)
+        gaps += [b - a for a, b in zip(ms, ms[1:]) if b - a > 1000]
+    assert gaps, "some vehicle went silent"
+    assert all(SILENCE_MS[0] <= g <= SILENCE_MS[1] * 2 + 1000 for g in gaps), gaps
+    assert sum(g > 10 * 60_000 for g in gaps) >= 5, "enough of them last past the hot path's offline time"
+    # The silenced run sends a subset of the same messages: the fleet's physics did not move.
+    assert {v for _, v, _, _ in baseline} >= {
+        v
+        for b in message_batches(config(shape="snapshot", vehicles=30, duration_s=600, imperfections=quiet))
+        for v in b.values
+    }
+
+
+def test_a_few_motorway_trips_leave_the_default_operating_area():
+    """The demo's fleet (200 vehicles, 2 h) must make the hot path's geofence rule fire a few times."""
+    from edge_client.fleet import Fleet
+    from lake_schemas.geofence import default_area
+
+    fleet, area = Fleet(200, 42, START_MS), default_area()
+    left = set()
+    for _ in range(7200):
+        fleet.step()
+        if _ % 30 == 0:
+            lat, lon = fleet.lat.tolist(), fleet.lon.tolist()
+            left |= {i for i in range(fleet.size) if not area.contains(lat[i], lon[i])}
+    assert 2 <= len(left) <= 10, left
+    # Mostly cars on the motorway (a scooter living at the area's edge may cross it too).
+    assert sum(fleet.type_names[i] == "car" and fleet.max_speed_kmh[i] > 100 for i in left) >= 2

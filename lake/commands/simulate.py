@@ -61,6 +61,12 @@ def register(sub, common) -> None:
         "--clock-skew-rate", default="0.002", help="share of vehicles whose clock is hours off (default 0.002)"
     )
     p.add_argument("--gps-glitch-rate", default="0.0005", help="share of position reports reading 0,0 (default 0.0005)")
+    p.add_argument(
+        "--silence-rate",
+        default="0",
+        help="chance per vehicle and hour that it loses its uplink for 3 to 40 minutes, its messages of that "
+        "time lost (the hot path's offline alerts; default 0)",
+    )
     p.add_argument("--no-registry", action="store_true", help="do not write the fleet to dims/vehicles")
     p.add_argument(
         "--device-keys",
@@ -100,6 +106,7 @@ def build_config(args):
         clock_skew_rate=_number("--clock-skew-rate", args.clock_skew_rate),
         gps_glitch_rate=_number("--gps-glitch-rate", args.gps_glitch_rate),
         bad_rate=_number("--bad-rate", args.bad_rate),
+        silence_rate=_number("--silence-rate", args.silence_rate),
     )
     return SimulationConfig(
         vehicles=_number("--vehicles", args.vehicles, int),
