@@ -308,13 +308,10 @@ def silver_figures(lake_root: str, hour: str) -> dict:
 # -- Gold's figures: hours of event time -------------------------------------------------------
 
 
-def event_hour_figures(lake_root: str, day: _dt.date, by_bronze_hour: bool = True) -> dict:
-    """``{(hour, generation, partition): {"silver_rows", "gold_event_count", "late_by_bronze_hour"}}``.
+def silver_event_hour_counts(lake_root: str, day: _dt.date, by_bronze_hour: bool = True) -> dict:
+    """Silver's rows of ``day`` counted by ``(event hour, vehicle, generation, partition, bronze hour)``.
 
-    Gold has no partition; each vehicle-hour's ``event_count`` is given to the partitions its
-    Silver rows came from, as many as each holds, and a difference from Silver's count to the
-    vehicle's first partition (a vehicle-hour Silver does not hold: partition -1).
-    ``by_bronze_hour=False`` (what the Gold job records) leaves ``late_by_bronze_hour`` empty.
+    The Silver half of ``event_hour_figures``: the Gold job counts it while its gate runs.
     """
     columns = ["vehicle_id", "event_ts", "event_date", "kafka_partition", "bronze_file"]
     silver = read_columns(
@@ -338,7 +335,21 @@ def event_hour_figures(lake_root: str, day: _dt.date, by_bronze_hour: bool = Tru
         }
     )
     counted = _count_by(keyed, ["hour", "vehicle_id", "generation", "partition", "bronze_hour"])
-    by_source = {(format_hour(h), v, g, p, b or ""): n for (h, v, g, p, b), n in counted.items()}
+    return {(format_hour(h), v, g, p, b or ""): n for (h, v, g, p, b), n in counted.items()}
+
+
+def event_hour_figures(
+    lake_root: str, day: _dt.date, by_bronze_hour: bool = True, silver_counts: Optional[dict] = None
+) -> dict:
+    """``{(hour, generation, partition): {"silver_rows", "gold_event_count", "late_by_bronze_hour"}}``.
+
+    Gold has no partition; each vehicle-hour's ``event_count`` is given to the partitions its
+    Silver rows came from, as many as each holds, and a difference from Silver's count to the
+    vehicle's first partition (a vehicle-hour Silver does not hold: partition -1).
+    ``by_bronze_hour=False`` (what the Gold job records) leaves ``late_by_bronze_hour`` empty.
+    ``silver_counts``: ``silver_event_hour_counts``'s result, when already counted.
+    """
+    by_source = silver_event_hour_counts(lake_root, day, by_bronze_hour) if silver_counts is None else silver_counts
     gold = read_columns(
         lake_root,
         "gold_vehicle_hourly",
@@ -518,11 +529,15 @@ def record_displaced(lake_root: str, displaced: dict) -> list:
     return rows
 
 
-def record_gold_day(lake_root: str, day: _dt.date) -> list:
-    """Write Silver's rows and Gold's ``event_count`` of each hour of ``day``, after Gold published it."""
+def record_gold_day(lake_root: str, day: _dt.date, silver_counts: Optional[dict] = None) -> list:
+    """Write Silver's rows and Gold's ``event_count`` of each hour of ``day``, after Gold published it.
+
+    ``silver_counts``: ``silver_event_hour_counts(lake_root, day, False)``, when the caller counted it already.
+    """
     now = _now()
     rows = []
-    for (hour, generation, partition), figures in sorted(event_hour_figures(lake_root, day, False).items()):
+    figures_by_key = event_hour_figures(lake_root, day, False, silver_counts)
+    for (hour, generation, partition), figures in sorted(figures_by_key.items()):
         row = _key_row(hour, generation, partition)
         row.update(silver_rows=figures["silver_rows"], gold_event_count=figures["gold_event_count"])
         row["gold_published_at"] = now

@@ -20,6 +20,7 @@ running the day again.
 from __future__ import annotations
 
 import datetime as _dt
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -117,12 +118,18 @@ def commit_day(lake_root: str, day: _dt.date, parts: GoldParts, gate: Optional[G
     zone = finish_zone_hourly(parts.zone_partial)
     for name in GOLD_TABLES:
         _open(lake_root, name)  # an incompatible existing table fails here, before anything is written
-    if gate is not None:
-        gate(parts.hourly, zone, parts.state, parts.silver_rows, day)
-    _replace_day(lake_root, "gold_vehicle_hourly", parts.hourly, day)
-    _replace_day(lake_root, "gold_zone_hourly", zone, day)
-    inserted, updated = _merge_state(lake_root, parts.state)
-    ledger.record_gold_day(lake_root, day)  # the day's hours in _ledger/hours: Silver's rows, Gold's event_count
+    # The ledger's Silver half (the day's rows by hour, vehicle and partition) is counted on another
+    # thread while the gate runs (locally in its own process: this one only waits): it cost Gold 5 to
+    # 7 % when counted after the publish. Arrow's reads and group-bys release the GIL.
+    with ThreadPoolExecutor(1, thread_name_prefix="ledger-count") as pool:
+        silver_counts = pool.submit(ledger.silver_event_hour_counts, lake_root, day, False)
+        if gate is not None:
+            gate(parts.hourly, zone, parts.state, parts.silver_rows, day)
+        _replace_day(lake_root, "gold_vehicle_hourly", parts.hourly, day)
+        _replace_day(lake_root, "gold_zone_hourly", zone, day)
+        inserted, updated = _merge_state(lake_root, parts.state)
+        # The day's hours in _ledger/hours: Silver's rows, Gold's event_count.
+        ledger.record_gold_day(lake_root, day, silver_counts.result())
     return GoldCommit(
         day, parts.silver_rows, parts.hourly.num_rows, zone.num_rows, parts.state.num_rows, inserted, updated
     )
