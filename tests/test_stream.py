@@ -94,6 +94,8 @@ def test_scripted_fleet_end_to_end_then_a_replay_gives_the_same_rows_and_ids(set
             (v, r, s, hot_store.ts_text(at).replace(" ", "T").replace("+00", "Z")) for v, r, s, at in expected
         )
         assert got == want
+        # The report counts every alert event, also those committed with the state at a pass's end.
+        assert report.total("alert_events") == len(events) and report.published == len(events)
         assert {e["alert_id"] for e in events if e["rule"] == "offline"} == {alert_id("OFF", "offline", T0 + 700_000)}
         alerts = table_rows(dsn, "SELECT vehicle_id, rule, resolved_at IS NULL FROM hot.alerts ORDER BY 1, 2")
         assert alerts == [("GEO", "geofence", False), ("LOW", "low_battery", True), ("OFF", "offline", False)]
@@ -112,9 +114,13 @@ def test_scripted_fleet_end_to_end_then_a_replay_gives_the_same_rows_and_ids(set
                 total[k] = total.get(k, 0) + n
         assert total["duplicates"] == 1 and total["too_late"] == 1 and total["records"] == len(records)
 
-        # The same topic from its start, into a second store: the same rows, the same alert ids.
-        run_stream(_opts(settings, replay_dsn, alerts_topic=f"{settings.topic}-alerts-replay"))
+        # The same topic from its start, into a second store: the same rows, the same alert ids; with a
+        # commit interval longer than the pass, everything commits with the state at the pass's end.
+        replay = run_stream(
+            _opts(settings, replay_dsn, alerts_topic=f"{settings.topic}-alerts-replay", commit_seconds=3600)
+        )
         assert _snapshot(replay_dsn) == _snapshot(dsn)
+        assert replay.total("alert_events") == len(expected) == replay.published
         # ... and running again over the first store (nothing new) changes nothing, publishes nothing.
         before = _snapshot(dsn)
         run_stream(_opts(settings, dsn))

@@ -138,7 +138,7 @@ def run_pass(
     try:
         result = pipeline.run()
         result.wait_until_finish()
-        _save_states(opts, handoff, partitions)
+        saved_events = _save_states(opts, handoff, partitions)
     finally:
         control.close()
         handoff.close()
@@ -150,38 +150,47 @@ def run_pass(
     }
     one.records = int(counters.get("records", 0))
     one.commits = int(counters.get("commits", 0))
-    one.alert_events = int(counters.get("alert_events", 0))
+    one.alert_events = int(counters.get("alert_events", 0)) + saved_events
     one.busy_ms = {k: int(v) for k, v in counters.items() if k.endswith("_ms")}
     one.ended_by = {p: control.ended_by.get(p) for p in range(partitions)}
     return one
 
 
-def _save_states(opts: StreamOptions, handoff: StateHandoff, partitions: int) -> None:
+def _save_states(opts: StreamOptions, handoff: StateHandoff, partitions: int) -> int:
     """The pass is over: save each partition's state with its offset, for the next pass; while
-    following, give the partitions that received nothing their look at the clock (``offline``)."""
+    following, give the partitions that received nothing their look at the clock (``offline``).
+    Returns the alert events committed here (the pass's counters, counted in the DoFn, lack them)."""
     committer = HotCommitter(opts.dsn, opts.topic)
+    events = 0
     try:
         for ps, committed in handoff.states.values():
             if ps.replay_until is None:  # what the commit interval held back, with the state, in one transaction
                 counts = dict(ps.counts)
                 ps.counts.clear()
-                committer.commit(ps, ps.drain(), committed, counts, snapshot=True)
+                drained = ps.drain()
+                committer.commit(ps, drained, committed, counts, snapshot=True)
+                events += len(drained.events)
         if opts.following:
             for partition in set(range(partitions)) - set(handoff.states):
-                _tick_idle(committer, partition, opts)
+                events += _tick_idle(committer, partition, opts)
     finally:
         committer.close()
+    return events
 
 
-def _tick_idle(committer: HotCommitter, partition: int, opts: StreamOptions) -> None:
-    """What the DoFn does on a tick, for a partition without records this pass: load, tick, commit with state."""
+def _tick_idle(committer: HotCommitter, partition: int, opts: StreamOptions) -> int:
+    """What the DoFn does on a tick, for a partition without records this pass: load, tick, commit with
+    state; the alert events committed."""
     ps, committed = committer.load(partition, opts.rules)
     if ps.next_offset != committed or not ps.vehicles:
-        return  # the saved state is behind its outputs (a kill): the next pass's replay brings it up to date
-    if ps.tick(int(time.time() * 1000)):
-        counts = dict(ps.counts)
-        ps.counts.clear()
-        committer.commit(ps, ps.drain(), committed, counts, snapshot=True)
+        return 0  # the saved state is behind its outputs (a kill): the next pass's replay brings it up to date
+    if not ps.tick(int(time.time() * 1000)):
+        return 0
+    counts = dict(ps.counts)
+    ps.counts.clear()
+    drained = ps.drain()
+    committer.commit(ps, drained, committed, counts, snapshot=True)
+    return len(drained.events)
 
 
 def run_stream(

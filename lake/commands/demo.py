@@ -4,14 +4,18 @@ Starts the embedded broker, simulates a fleet, streams it into Bronze with
 the Beam pipeline, then runs the batch layers the way production does:
 through Airflow's DAGs (``airflow dags test``: the hourly Bronze -> Silver
 DAG for each closed hour, then the daily Silver -> Gold DAG), gates
-included. Ends with a Gold summary, where the Data Docs are, and how to open
-the Airflow UI. ``--direct`` runs the same jobs without Airflow.
+included. The hot path (``lake stream``) runs over the same topic into a PostgreSQL
+database of the demo's own (its alerts are copied into ``gold_alerts`` by the
+daily DAG). Ends with a Gold summary, the alerts the stream raised per rule,
+where the Data Docs are, and how to open the Airflow UI. ``--direct`` runs
+the same jobs without Airflow.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import os
 import sys
 import time
@@ -29,16 +33,18 @@ from edge_client.simulate import simulate
 from lake.commands.ingest import _print_pass
 from lake.commands.query import format_table
 from lake.commands.simulate import device_keys_path, provision_fleet, register_fleet
+from lake.commands.stream import _print_pass as _print_stream_pass
 from lake.local import broker, edge_services
 from lake.local.airflow.env import airflow_home
 from lake.local.airflow.runs import dags_test, db_migrate
 from lake.orchestration.run_log import read_record
 from lake.query import query
-from lake_core import kafka_admin
+from lake_core import hot_store, kafka_admin
 from lake_core.errors import LakeError
 from lake_core.processes import free_port, port_free
 from lake_core.settings import Settings, env
 from lake_core.storage import fs_path
+from lake_schemas.hot import DEFAULT_HOT_DSN, AlertRule
 from lake_schemas.paths import format_hour
 
 GOLD_SUMMARY_SQL = (
@@ -46,6 +52,13 @@ GOLD_SUMMARY_SQL = (
     "round(sum(distance_km), 1) AS km, round(sum(usage_seconds) / 3600.0, 1) AS hours_in_use, "
     "round(avg(soc_avg), 1) AS avg_soc, sum(low_battery_events) AS low_battery_events "
     "FROM gold_vehicle_hourly WHERE event_date = DATE '{day}' GROUP BY vehicle_type ORDER BY km DESC"
+)
+#: Per vehicle and hour, the chance that it loses its uplink for minutes: a few go silent (``offline``).
+DEMO_SILENCE_RATE = 0.03
+ALERTS_SQL = (
+    "SELECT rule, count(*) AS alerts, count(*) FILTER (WHERE resolved_at IS NULL) AS open_now, "
+    "count(DISTINCT vehicle_id) AS vehicles, min(opened_at) AS first_opened, max(opened_at) AS last_opened "
+    "FROM hot.alerts GROUP BY rule"
 )
 
 
@@ -95,6 +108,7 @@ def run(args, settings) -> int:
     # Through an edge, Kafka's record time is the arrival time (server-side, as in production): the
     # fleet's time ends now, and the hour it arrives in is closed once the topic is drained.
     hours = _ingest(settings, fresh_broker, close_open_hours=args.edge != "kafka")
+    hot_dsn = _stream(settings)
     days = {_dt.datetime.fromtimestamp(h / 1000, _dt.timezone.utc).date() for h in hours}
     if args.edge != "kafka" and hours:  # the days the fleet's events fall on, not only the arrival hour's
         first = _dt.datetime.fromtimestamp(start_ms / 1000, _dt.timezone.utc).date()
@@ -104,7 +118,7 @@ def run(args, settings) -> int:
         _batch_direct(settings.lake_root, hours, days)
     else:
         _batch_through_airflow(settings.lake_root, hours, days)
-    _finish(settings, days, started)
+    _finish(settings, days, started, hot_dsn)
     return 0
 
 
@@ -140,7 +154,7 @@ def _simulate(args, settings) -> int:
         duration_s=duration_s,
         shape=args.shape,
         seed=42,
-        imperfections=Imperfections(bad_rate=0.001),
+        imperfections=Imperfections(bad_rate=0.001, silence_rate=DEMO_SILENCE_RATE),
     )
     if args.edge != "kafka":  # the edge stamps arrival time: a fleet whose clocks read now
         config = dataclasses.replace(config, start_ms=int((time.time() - duration_s) * 1000) // 1000 * 1000)
@@ -210,6 +224,63 @@ def _ingest(settings, fresh_broker: bool, close_open_hours: bool = False) -> lis
     return sorted(BronzeStore(settings.lake_root).complete_hours())
 
 
+def demo_hot_dsn(lake_root: str) -> str:
+    """The demo's own database on the hot store's server (``LAKE_HOT_DSN``'s, else the local one), one per
+    lake root: the demo may empty it without touching a hot store that serves anything else."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = "lake_demo_" + hashlib.sha1(os.path.abspath(lake_root).encode()).hexdigest()[:10]
+    return urlunsplit(urlsplit(env("LAKE_HOT_DSN") or DEFAULT_HOT_DSN)._replace(path="/" + name))
+
+
+def _stream(settings):
+    """The hot path over the whole topic into the demo's database; its DSN, or None without PostgreSQL."""
+    from beam_pipelines.stream.options import StreamOptions
+    from beam_pipelines.stream.pipeline import run_stream
+
+    dsn = demo_hot_dsn(settings.lake_root)
+    _step(f"hot path (Beam, `lake stream`): live state, windows and alerts -> PostgreSQL {hot_store.redact(dsn)}")
+    try:
+        hot_store.ensure_database(dsn)
+        conn = hot_store.connect(dsn)
+        try:  # the demo's own database: emptied, so the stream replays the topic from its start
+            with conn.cursor() as cur:
+                cur.execute(f"DROP SCHEMA IF EXISTS {hot_store.HOT_SCHEMA} CASCADE")
+            conn.commit()
+        finally:
+            conn.close()
+        opts = StreamOptions(bootstrap=settings.bootstrap, topic=settings.topic, dsn=dsn, until_idle=1.0)
+        report = run_stream(opts, progress=_print_stream_pass)  # a line per pass (60 s at most) on stderr
+    except hot_store.HotStoreUnavailable as exc:
+        print(f"hot path skipped: {exc}\n(set LAKE_HOT_DSN to a PostgreSQL server the demo may create a database on)")
+        return None
+    records, seconds = report.total("records"), report.total("seconds")
+    print(
+        f"streamed {records:,.0f} records in {seconds:.1f}s ({records / seconds if seconds else 0:,.0f}/s): "
+        f"{report.total('alert_events'):,.0f} alert events, {report.published:,} published to {opts.alerts_topic}"
+    )
+    os.environ["LAKE_HOT_DSN"] = dsn  # the daily DAG copies these alerts into gold_alerts
+    return dsn
+
+
+def _show_alerts(dsn: str) -> None:
+    """Alerts per rule, every rule named (a rule that never fired shows 0)."""
+    import pyarrow as pa
+
+    conn = hot_store.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(ALERTS_SQL)
+            found = {row[0]: row for row in cur.fetchall()}
+        conn.rollback()
+    finally:
+        conn.close()
+    rows = [found.get(rule.value, (rule.value, 0, 0, 0, None, None)) for rule in AlertRule]
+    names = ["rule", "alerts", "open_now", "vehicles", "first_opened", "last_opened"]
+    print("\nalerts the hot path raised (hot.alerts; opened_at is event time):")
+    print(format_table(pa.Table.from_pylist([dict(zip(names, row)) for row in rows])))
+
+
 def _airflow_installed() -> bool:
     import importlib.util
 
@@ -272,7 +343,7 @@ def _batch_through_airflow(lake_root: str, hours: list, days: list) -> None:
             print(f"    {record['published'].get('summary', '')}")
 
 
-def _finish(settings, days: list, started: float) -> None:
+def _finish(settings, days: list, started: float, hot_dsn) -> None:
     from quality.runner import docs_index
 
     for day in days:
@@ -287,6 +358,13 @@ def _finish(settings, days: list, started: float) -> None:
         "SELECT zone_id, hour_start, active_vehicles, event_count, round(soc_avg, 1) AS soc_avg "
         "FROM gold_zone_hourly ORDER BY active_vehicles DESC, event_count DESC LIMIT 5",
     )
+    if hot_dsn is not None:
+        _show_alerts(hot_dsn)
+        _show(
+            settings.lake_root,
+            "the same alerts in the lake (gold_alerts, copied by the daily DAG)",
+            "SELECT rule, count(*) AS alerts FROM gold_alerts GROUP BY rule ORDER BY rule",
+        )
     root = settings.lake_root
     print(f"\nquality reports (Great Expectations Data Docs): {docs_index(root)}")
     print(
@@ -294,7 +372,12 @@ def _finish(settings, days: list, started: float) -> None:
         f'  lake query --lake-root {root} "SELECT * FROM gold_vehicle_state LIMIT 5"\n'
         f"  lake airflow up --lake-root {root}     # the Airflow UI: the DAGs and the demo's runs "
         "(paused: unpause one to let the scheduler run it)\n"
-        f"  lake broker stop --lake-root {root}"
+        + (
+            f"  LAKE_HOT_DSN={hot_dsn} lake serve --lake-root {root}   # the read API and dashboard\n"
+            if hot_dsn
+            else ""
+        )
+        + f"  lake broker stop --lake-root {root}"
     )
 
 
