@@ -32,7 +32,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 from beam_pipelines.ingest.batch_coders import KafkaBatchCoder  # noqa: F401 - registers the coder of KafkaBatch
 from beam_pipelines.ingest.batches import KafkaBatch
 from beam_pipelines.ingest.partition_fetcher import close_fetchers, fetcher_for
-from beam_pipelines.ingest.pass_control import PassControl, ReaderState, TopicQuiet
+from beam_pipelines.ingest.pass_control import PassControl, ReaderState, TopicQuiet, ended_by_counter
 from lake_schemas.validation import MIN_RECORD_MS, RECORD_AHEAD_MS
 
 __all__ = [
@@ -130,6 +130,8 @@ class _ReadPartition(beam.DoFn):
             reason = self._pass_over(state, quiet, idle_check=empty_poll)
             if reason is not None:
                 self._control.end(element.partition, reason)
+                # The driver's control is another object when this worker is another process: it reads this.
+                Metrics.counter("lake.ingest", ended_by_counter(element.partition, reason)).inc()
                 tracker.try_claim(restriction.stop)  # marks the restriction done: the pass ends here
                 return
             polled = time.perf_counter()

@@ -117,6 +117,14 @@ class IngestOptions:
     def local(self) -> bool:
         return is_local_runner(self.runner)
 
+    @property
+    def unbounded(self) -> bool:
+        """One streaming pipeline that runs until cancelled (or ``--max-seconds``): a runner in other
+        processes (Flink, Dataflow, PortableRunner) without ``--until-idle``. Otherwise, on any runner,
+        the run is bounded passes: batch pipelines whose files the driver commits and whose hours it
+        closes when each ends."""
+        return not self.local and self.until_idle is None
+
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first bad value (runs when the object is built)."""
         if self.buffer_seconds <= 0 or self.buffer_bytes <= 0:
@@ -138,6 +146,11 @@ class IngestOptions:
         if self.kafka_source == "xlang" and self.local:
             raise ConfigError(
                 "--kafka-source=xlang needs a portable runner (Flink, Dataflow): it runs Beam's Java ReadFromKafka"
+            )
+        if self.kafka_source == "xlang" and self.until_idle is not None:
+            raise ConfigError(
+                "--kafka-source=xlang reads without end (Beam's Java ReadFromKafka): "
+                "--until-idle needs the native source"
             )
 
 

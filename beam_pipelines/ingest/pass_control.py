@@ -9,8 +9,10 @@ A DoFn is pickled on its way to the runner, so a plain attribute would give
 each reader a copy. ``PassControl`` pickles as its ``pass_id`` and resolves,
 in the process that unpickles it, to the live object of that id: on the local
 runner (one process) readers and driver share it. A worker in another process
-(Flink, Dataflow) gets a control of its own, with no stop request: those
-runners are stopped by cancelling the job.
+(Flink, Dataflow, PortableRunner) gets a control of its own, with no stop
+request: those runners are stopped by cancelling the job. What the driver
+needs from such readers, why each partition ended, also travels as Beam
+counters (``ENDED_BY_PREFIX``, read back by ``ended_by_counters``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,24 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
-__all__ = ["PassControl", "ReaderState", "TopicQuiet"]
+__all__ = ["PassControl", "ReaderState", "TopicQuiet", "ENDED_BY_PREFIX", "ended_by_counter", "ended_by_counters"]
+
+#: Beam counters ``ended_by.<partition>.<reason>``: a reader ended its partition's pass for that reason.
+ENDED_BY_PREFIX = "ended_by."
+
+
+def ended_by_counter(partition: int, reason: str) -> str:
+    return f"{ENDED_BY_PREFIX}{partition}.{reason}"
+
+
+def ended_by_counters(counters: dict) -> dict[int, str]:
+    """``{partition: reason}`` from a pass's counters (those named by ``ended_by_counter``)."""
+    ended = {}
+    for name, value in counters.items():
+        if name.startswith(ENDED_BY_PREFIX) and value:
+            partition, reason = name[len(ENDED_BY_PREFIX) :].split(".", 1)
+            ended[int(partition)] = reason
+    return ended
 
 
 @dataclass

@@ -5,7 +5,9 @@
 Locally (FnApiRunner) a run is one pass: bounded by the buffer (time, bytes)
 or idleness, its files are written when it ends, and the next pass resumes
 from what Bronze holds. On Flink/Dataflow the same transforms run as one
-unbounded pipeline whose buffer is a trigger.
+unbounded pipeline whose buffer is a trigger; with ``--until-idle`` they run
+there too as bounded passes (batch pipelines), each submitted to the runner
+in turn, as locally (``IngestOptions.unbounded``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import runner_fixes  # noqa: F401 - the local runner's metrics past 900 bundles
+from beam_pipelines.batch import lake_errors_from_workers
 from beam_pipelines.ingest.bronze_state import BronzeState, BronzeStore
 from beam_pipelines.ingest.bronze_writer import NAMESPACE, DeadLetterUndelivered, WriteBronze
 from beam_pipelines.ingest.kafka_source import (
@@ -36,7 +39,7 @@ from beam_pipelines.ingest.kafka_source import (
 )
 from beam_pipelines.ingest.options import IngestOptions, parse
 from beam_pipelines.ingest.partition_fetcher import fetcher_for
-from beam_pipelines.ingest.pass_control import PassControl
+from beam_pipelines.ingest.pass_control import PassControl, ended_by_counters
 from beam_pipelines.ingest.positions import OffsetsWentBackwards, backwards_message, check_positions
 from beam_pipelines.ingest.validate import ValidateTelemetry
 from beam_pipelines.ingest.validation_processes import validation_processes
@@ -83,7 +86,7 @@ def build(
     control: Optional[PassControl] = None,
 ) -> None:
     """Wire the pipeline: the architecture picture, in code."""
-    streaming = not opts.local
+    streaming = opts.unbounded
     if opts.kafka_source == "xlang":
         batches = pipeline | "ReadKafkaCrossLanguage" >> ReadKafkaCrossLanguage(
             opts.bootstrap, opts.topic, opts.poll_batch
@@ -152,7 +155,7 @@ def beam_options(opts: IngestOptions, beam_args: Sequence[str]) -> PipelineOptio
     _check_beam_args(args, opts.local)
     if opts.local:
         args += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
-    else:
+    elif opts.unbounded:
         args += ["--streaming"]
     return PipelineOptions([f"--runner={opts.runner}", *args])
 
@@ -175,8 +178,9 @@ def run_pass(
     pipeline = beam.Pipeline(options=beam_options(opts, beam_args))
     build(pipeline, opts, starts, bounds, state, control)
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
+        with lake_errors_from_workers():  # DeadLetterUndelivered (retried below) from a worker elsewhere too
+            result = pipeline.run()
+            result.wait_until_finish()
     finally:
         control.close()
     report = PassReport(seconds=time.monotonic() - started)
@@ -191,7 +195,8 @@ def run_pass(
     report.files = int(counters.get("files", 0))
     report.busy_ms = {k: int(v) for k, v in counters.items() if k.endswith("_ms")}
     report.counters = {k: int(v) for k, v in counters.items()}
-    report.ended_by = {p: control.ended_by.get(p) for p in range(partitions)}
+    remote = ended_by_counters(counters)  # readers in other processes (PortableRunner, Flink) say it this way
+    report.ended_by = {p: control.ended_by.get(p) or remote.get(p) for p in range(partitions)}
     if report.records != report.bronze_rows + report.reject_rows:
         LOG.error(
             "pass read %d records but wrote %d bronze + %d rejects",
@@ -232,7 +237,7 @@ def run_ingest(
         deadline = None if opts.max_seconds is None else time.monotonic() + opts.max_seconds
         run = _Run(opts, beam_args, store, partitions, report, deadline, progress, stop)
         try:
-            if not opts.local and opts.until_idle is None:
+            if opts.unbounded:
                 return _run_unbounded(run)
             with validation_processes(opts.helper_processes):
                 return _run_passes(run)
@@ -301,7 +306,8 @@ def _pass_with_retries(run: _Run, bounds: PassBounds) -> PassReport:
 
 
 def _run_passes(run: _Run) -> IngestReport:
-    """The local runner: pass after pass, each resuming from what Bronze holds."""
+    """Bounded runs (the local runner; any runner with ``--until-idle``): pass after pass, each resuming
+    from what Bronze holds."""
     opts, store, partitions, report, deadline = run.opts, run.store, run.partitions, run.report, run.deadline
     lateness_ms = int(opts.allowed_lateness_seconds * 1000)
     quiet_seconds = 0.0  # how long consecutive passes read nothing: idleness outlives a pass
