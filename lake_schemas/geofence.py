@@ -120,7 +120,10 @@ class OperatingArea:
 
     def contains(self, lat: float, lon: float) -> bool:
         """True when ``(lat, lon)`` is inside at least one polygon (note: lat first, as the tables)."""
-        return any(p.contains(lon, lat) for p in self.polygons)
+        for p in self.polygons:  # a loop, not any(genexpr): this runs for every position the stream sees
+            if p.contains(lon, lat):
+                return True
+        return False
 
 
 def _ring(coords: Any) -> Ring:

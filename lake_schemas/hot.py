@@ -59,6 +59,7 @@ __all__ = [
     "correct_event_ms",
     "quarantine_reason",
     "decode_fields",
+    "fields_of",
 ]
 
 #: Where alert events go (contract section 9).
@@ -231,8 +232,13 @@ def decode_fields(value: bytes, shape: str) -> tuple[Optional[str], dict, Option
     signal's event id is derived (``signal_event_id``); its name is returned
     so lat/lon halves can be paired, as Silver pairs them.
     """
-    if shape == "signal":
-        sig = _SIGNAL.decode(value)
+    return fields_of((_SIGNAL if shape == "signal" else _SNAPSHOT).decode(value))
+
+
+def fields_of(message: Any) -> tuple[Optional[str], dict, Optional[str]]:
+    """``decode_fields`` of a message already decoded (``validation.validate_and_decode``)."""
+    if isinstance(message, Signal):
+        sig = message
         assert sig.did is not None and sig.name is not None and sig.timestamp is not None  # validated
         number: Optional[float]
         if sig.float_value is not None and math.isfinite(sig.float_value):
@@ -244,7 +250,7 @@ def decode_fields(value: bytes, shape: str) -> tuple[Optional[str], dict, Option
         if sig.name in BOOLEAN_SIGNALS and number is not None:
             cell = number != 0
         return signal_event_id(sig.did, sig.name, sig.timestamp), ({column: cell} if cell is not None else {}), sig.name
-    snap = _SNAPSHOT.decode(value)
+    snap = message
     out: dict = {}
     for group, pairs in _GROUPS.items():
         struct = getattr(snap, group)

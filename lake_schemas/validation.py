@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import msgspec
 
@@ -90,7 +90,18 @@ def validate_message(value: Optional[bytes]) -> Verdict:
         return Refused(R.NOT_JSON, f"unexpected validation error: {type(exc).__name__}: {exc}"[:500])
 
 
-def _validate(value: Optional[bytes]) -> Verdict:
+def validate_and_decode(value: Optional[bytes]) -> tuple[Verdict, Any]:
+    """``validate_message``, and the decoded ``Snapshot`` or ``Signal`` of an accepted message (else None):
+    for a caller that reads the message's values next, one decode instead of two."""
+    keep: list = []
+    try:
+        verdict = _validate(value, keep)
+    except Exception as exc:  # noqa: BLE001 - the contract: a message never stops the pipeline
+        return Refused(R.NOT_JSON, f"unexpected validation error: {type(exc).__name__}: {exc}"[:500]), None
+    return verdict, (keep[0] if keep and isinstance(verdict, Accepted) else None)
+
+
+def _validate(value: Optional[bytes], keep: Optional[list] = None) -> Verdict:
     if not value:
         return Refused(R.EMPTY, "empty message")
     if len(value) > MAX_MESSAGE_BYTES:
@@ -100,7 +111,7 @@ def _validate(value: Optional[bytes]) -> Verdict:
             value.decode("utf-8")
         except UnicodeDecodeError as exc:
             return Refused(R.NOT_UTF8, str(exc)[:200])
-    return _snapshot(value)
+    return _snapshot(value, keep)
 
 
 def _type_error(exc: msgspec.ValidationError) -> Refused:
@@ -112,7 +123,7 @@ def _type_error(exc: msgspec.ValidationError) -> Refused:
     return Refused(_FIELD_REASONS.get(path, R.INVALID_VALUE), text)
 
 
-def _snapshot(value: bytes) -> Verdict:
+def _snapshot(value: bytes, keep: Optional[list] = None) -> Verdict:
     try:
         msg = _SNAPSHOT.decode(value)
     except msgspec.ValidationError as exc:
@@ -121,7 +132,7 @@ def _snapshot(value: bytes) -> Verdict:
         return Refused(R.NOT_JSON, str(exc))
     if msg.event_id is None and msg.vehicle_id is None and msg.ts is None:
         if b'"did"' in value:
-            return _signal(value)
+            return _signal(value, keep)
         return Refused(
             R.UNKNOWN_SHAPE, "neither a snapshot (event_id, vehicle_id, ts) nor a signal (did, timestamp, name)"
         )
@@ -140,6 +151,8 @@ def _snapshot(value: bytes) -> Verdict:
         return Refused(R.INVALID_TS, f"ts {str(msg.ts)[:80]!r} is not RFC 3339 with an offset or Z", vehicle_id)
     if not MIN_EVENT_MS <= event_ms < MAX_EVENT_MS:
         return Refused(R.INVALID_TS, f"ts {event_ms} ms is outside 2000..2100", vehicle_id)
+    if keep is not None:
+        keep.append(msg)
     return Accepted(vehicle_id, event_ms, "snapshot")
 
 
@@ -172,7 +185,7 @@ def _rfc3339_ms(text: str) -> Optional[int]:
     return (parsed - _EPOCH) // _ONE_MS
 
 
-def _signal(value: bytes) -> Verdict:
+def _signal(value: bytes, keep: Optional[list] = None) -> Verdict:
     try:
         msg = _SIGNAL.decode(value)
     except msgspec.ValidationError as exc:
@@ -195,6 +208,8 @@ def _signal(value: bytes) -> Verdict:
         return Refused(R.MISSING_SIGNAL_VALUE, "neither float_value nor int_value", msg.did, msg.timestamp)
     if not MIN_EVENT_MS <= msg.timestamp < MAX_EVENT_MS:
         return Refused(R.INVALID_TS, f"timestamp {msg.timestamp} ms is outside 2000..2100", msg.did)
+    if keep is not None:
+        keep.append(msg)
     return Accepted(msg.did, msg.timestamp, "signal")
 
 

@@ -32,11 +32,11 @@ from lake_schemas.hot import (
     HotRules,
     alert_id,
     correct_event_ms,
-    decode_fields,
+    fields_of,
     quarantine_reason,
 )
 from lake_schemas.rules import EARTH_RADIUS_KM, GEOHASH_PRECISION, MAX_LEG_SPEED_KMH
-from lake_schemas.validation import Accepted, record_timestamp_refused, validate_message
+from lake_schemas.validation import Accepted, record_timestamp_refused, validate_and_decode
 
 __all__ = ["PartitionState", "VehicleState", "Drained", "AlertEvent", "haversine"]
 
@@ -237,12 +237,12 @@ class PartitionState:
             if record_timestamp_refused(record_ms, now_ms) is not None:
                 self._count("rejected.record_timestamp_out_of_range")
                 continue
-            verdict = validate_message(value)
+            verdict, message = validate_and_decode(value)  # one decode for the check and the values
             if not isinstance(verdict, Accepted):
                 self._count(f"rejected.{verdict.reason.value}")
                 continue
             try:
-                event_id, fields, signal_name = decode_fields(value, verdict.shape)
+                event_id, fields, signal_name = fields_of(message)
             except Exception:  # noqa: BLE001 - validated already; a decoder disagreement must not stop the stream
                 self._count("rejected.not_json")
                 continue

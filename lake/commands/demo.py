@@ -24,6 +24,7 @@ from beam_pipelines.gold.options import GoldOptions
 from beam_pipelines.ingest.bronze_state import BronzeStore
 from beam_pipelines.ingest.options import IngestOptions
 from beam_pipelines.silver.options import SilverOptions
+from beam_pipelines.stream.options import StreamOptions
 from edge_client.config import Imperfections, SimulationConfig, parse_duration
 from edge_client.fleet_mqtt import FleetMqttSender
 from edge_client.http_sender import HttpSender
@@ -235,7 +236,6 @@ def demo_hot_dsn(lake_root: str) -> str:
 
 def _stream(settings):
     """The hot path over the whole topic into the demo's database; its DSN, or None without PostgreSQL."""
-    from beam_pipelines.stream.options import StreamOptions
     from beam_pipelines.stream.pipeline import run_stream
 
     dsn = demo_hot_dsn(settings.lake_root)
