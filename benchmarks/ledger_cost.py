@@ -2,7 +2,7 @@
 
 What the conservation ledger and the lineage columns (issue 14) cost the
 Silver and Gold jobs: the same Bronze hour (``benchmarks.bronze_hour``), run
-through ``lake silver --no-gate`` and then ``lake gold --no-gate`` by two
+through ``lake silver`` and then ``lake gold`` (``--no-gate`` unless ``--gate``) by two
 checkouts of the repository (``git worktree add``): ``--before`` without
 them, ``--after`` with them. The two alternate, run after run, each in its
 own process on a fresh copy of the inputs (with ``--together`` both at the
@@ -96,6 +96,12 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--together", action="store_true", help="run before and after at the same time (the fairest on a busy machine)"
     )
+    ap.add_argument(
+        "--gate",
+        action="store_true",
+        help="run the jobs with their quality gates, as the DAGs and benchmarks.silver/gold do (default: without, "
+        "which leaves the ledger nothing to overlap with)",
+    )
     ap.add_argument("--work-dir", help="keep the lakes here; a Bronze hour already built there is reused")
     args = ap.parse_args(argv)
     work = args.work_dir or tempfile.mkdtemp(prefix="lake-bench-ledger-")
@@ -120,7 +126,8 @@ def main(argv=None) -> None:
                 copy_inputs(source, root)
             order = ("before", "after") if i % 2 == 0 else ("after", "before")
             for job, flags in (("silver", ["--hour", hour]), ("gold", ["--date", day])):
-                runs = [(getattr(args, v), (job, "--lake-root", roots[v], *flags, "--no-gate")) for v in order]
+                gate = () if args.gate else ("--no-gate",)
+                runs = [(getattr(args, v), (job, "--lake-root", roots[v], *flags, *gate)) for v in order]
                 if args.together:
                     seconds = _run_together(runs)
                 else:
