@@ -97,9 +97,10 @@ def baseline(bootstrap: str, topic: str, partitions: int, expected: int, dsn: st
     return time.perf_counter() - started
 
 
-def lake_stream_catchup(bootstrap: str, topic: str, dsn: str) -> float:
+def lake_stream_catchup(bootstrap: str, topic: str, dsn: str, workers: int = 1) -> float:
     cmd = [_lake(), "stream", "--bootstrap", bootstrap, "--topic", topic, "--hot-dsn", dsn,
-           "--until-idle", str(IDLE_SECONDS), "--alerts-topic", f"{topic}-alerts"]  # fmt: skip
+           "--until-idle", str(IDLE_SECONDS), "--alerts-topic", f"{topic}-alerts",
+           "--workers", str(workers)]  # fmt: skip
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
@@ -121,7 +122,7 @@ def catchup(args: argparse.Namespace) -> None:
             print(
                 f"baseline (consume + decode + latest per vehicle + COPY): {events / base_s:,.0f} events/s", flush=True
             )
-            stream_s = lake_stream_catchup(bootstrap, topic, dsn)
+            stream_s = lake_stream_catchup(bootstrap, topic, dsn, args.workers)
             base2_dsn = _database()
             try:  # again after: the machine is shared, its load moves
                 base2_s = baseline(bootstrap, topic, args.partitions, events, base2_dsn)
@@ -130,7 +131,8 @@ def catchup(args: argparse.Namespace) -> None:
             print(f"baseline again, after the stream: {events / base2_s:,.0f} events/s", flush=True)
             base_s = (base_s + base2_s) / 2
             print(
-                f"lake stream catch-up: {events:,} events in {stream_s:.1f}s = {events / stream_s:,.0f} events/s "
+                f"lake stream catch-up ({args.workers} worker(s)): "
+                f"{events:,} events in {stream_s:.1f}s = {events / stream_s:,.0f} events/s "
                 f"(target 50,000), {base_s / stream_s:.2f}x the baseline's rate (idle bound subtracted; "
                 "includes Beam's start and PostgreSQL commits)",
                 flush=True,
@@ -354,6 +356,7 @@ def main(argv=None) -> None:
     c.add_argument("--events", type=int, default=1_000_000)
     c.add_argument("--partitions", type=int, default=8)
     c.add_argument("--bootstrap")
+    c.add_argument("--workers", type=int, default=1, help="lake stream --workers (default 1)")
     c.set_defaults(func=catchup)
     lv = sub.add_parser("live")
     lv.add_argument("--vehicles", type=int, default=10_000)

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +48,7 @@ __all__ = [
     "broker_state_file",
     "running_broker",
     "running_broker_address",
+    "install_stop_handlers",
 ]
 
 
@@ -270,3 +272,23 @@ def running_broker(lake_root: str) -> Optional[BrokerInfo]:
 def running_broker_address(lake_root: str) -> Optional[str]:
     info = running_broker(lake_root)
     return info.bootstrap if info else None
+
+
+# -- stopping a pass-by-pass job --------------------------------------------------------------------
+
+
+def install_stop_handlers(stop: threading.Event, what: str = "lake ingest") -> None:
+    """First Ctrl-C (or SIGTERM): set ``stop`` (the pass in flight commits, then the run ends). Second: abort.
+
+    Shared by every pass-by-pass job (``lake ingest``, ``lake stream``: ``what`` names it)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print(f"{what}: stopping after the pass in flight (Ctrl-C again to abort)", file=sys.stderr)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

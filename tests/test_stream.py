@@ -187,6 +187,46 @@ def test_sigkill_at_random_points_leaves_exactly_an_uninterrupted_runs_rows_and_
         assert _snapshot(dsn) == _snapshot(clean_dsn)
 
 
+@pytest.mark.kafka_long
+def test_two_workers_give_one_processs_rows_and_alert_ids_even_when_killed(settings, tmp_path):
+    """``--workers 2``: each worker streams half the partitions; killing the parent takes its workers with it,
+    and the next start resumes: the same rows and alert events as one uninterrupted process."""
+    import psutil
+
+    records = _fleet(vehicles=40, seconds=1800, seed=3)
+    produce(settings, records)
+    with fresh_hot_store() as clean_dsn, fresh_hot_store() as dsn:
+        run_stream(_opts(settings, clean_dsn, alerts_topic=f"{settings.topic}-alerts-clean"))
+        clean_events = _alert_events(settings.bootstrap, f"{settings.topic}-alerts-clean")
+        env = dict(os.environ, PYTHONPATH=os.getcwd())
+        proc = subprocess.Popen(
+            _stream_cmd(settings, dsn, "--follow", "--workers", "2", "--poll-batch", "300", "--snapshot-seconds", ".5"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "stream.log", "ab"),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(psutil.Process(proc.pid).children()) < 2:
+            time.sleep(0.1)
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2 and all("--worker" in w.cmdline() for w in workers)
+        time.sleep(4)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, "a worker outlived the process that started it"
+        done = subprocess.run(
+            _stream_cmd(settings, dsn, "--until-idle", "2", "--workers", "2"), env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "streamed" in done.stdout
+        events = _alert_events(settings.bootstrap, f"{settings.topic}-alerts-k")
+        key = lambda e: (e["alert_id"], e["state"], e["at"])  # noqa: E731
+        assert len(clean_events) > 50
+        assert sorted(map(key, events)) == sorted(map(key, clean_events)), "no alert event lost or doubled"
+        assert _snapshot(dsn) == _snapshot(clean_dsn)
+
+
 class _Proxy:
     """A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones refused) and restore."""
 

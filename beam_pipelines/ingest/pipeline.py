@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import signal
 import sys
 import threading
 import time
@@ -46,6 +45,7 @@ from beam_pipelines.ingest.validation_processes import validation_processes
 from lake_core.errors import ConfigError
 from lake_core.kafka_admin import partition_count, wait_until_reachable
 from lake_core.lease import Lease, LeaseLost
+from lake_core.processes import install_stop_handlers
 from lake_core.settings import Settings
 from lake_schemas.paths import hour_of_ms
 
@@ -354,23 +354,6 @@ def _run_unbounded(run: _Run) -> IngestReport:
     if run.progress is not None:
         run.progress(1, one)
     return run.report
-
-
-def install_stop_handlers(stop: threading.Event, what: str = "lake ingest") -> None:
-    """First Ctrl-C (or SIGTERM): set ``stop`` (the pass in flight commits, then the run ends). Second: abort.
-
-    Shared by every pass-by-pass job (``lake ingest``, ``lake stream``: ``what`` names it)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        print(f"{what}: stopping after the pass in flight (Ctrl-C again to abort)", file=sys.stderr)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> IngestReport:

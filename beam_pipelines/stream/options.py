@@ -64,6 +64,17 @@ class StreamOptions:
         None, metavar="URL", help="POST every alert event here too (default: env LAKE_ALERT_WEBHOOK)", shown_default=""
     )
     poll_batch: int = flag(5000, type=int, help="records per Beam element")
+    workers: int = flag(
+        1,
+        type=int,
+        metavar="N",
+        help="local runner: N processes, each streaming the partitions p with p mod N = its number (a "
+        "partition's state and commits stay in one process; this one sends the alerts); the rules are Python, "
+        "so a catch-up wants one per core",
+    )
+    worker: Optional[str] = flag(
+        None, metavar="I/N", help="be worker I of N (what --workers starts; not for hand use)", shown_default=""
+    )
     runner: str = flag(DEFAULT_RUNNER, help="Beam runner (FnApiRunner is the local one)")
     progress: bool = flag(True, negate="--no-progress", help="no progress lines on stderr")
     rules: HotRules = DEFAULT_RULES
@@ -82,9 +93,32 @@ class StreamOptions:
             raise ConfigError("--hot-days must be at least 1")
         if self.poll_batch < 1:
             raise ConfigError("--poll-batch must be at least 1")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"--workers must be from 1 to 64, got {self.workers}")
+        if self.worker is not None:
+            self.worker_slot()  # a malformed I/N fails here
+        if self.workers > 1 and self.rules != DEFAULT_RULES:
+            raise ConfigError("--workers > 1 runs the rules file's defaults only (workers are started from flags)")
         if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
             raise ConfigError(f"the alert webhook must be an http(s) URL, not {self.webhook!r}")
         self.area()  # a bad geofence fails here, before any connection
+
+    def worker_slot(self) -> tuple[int, int]:
+        """``(I, N)`` of ``--worker I/N``: this process streams the partitions p with p mod N = I."""
+        try:
+            index, count = (int(x) for x in str(self.worker).split("/"))
+        except ValueError:
+            raise ConfigError(f"--worker must be I/N, e.g. 0/2, got {self.worker!r}") from None
+        if not 0 <= index < count:
+            raise ConfigError(f"--worker {self.worker}: I must be from 0 to N-1")
+        return index, count
+
+    def my_partitions(self, partitions: int) -> list:
+        """The topic's partitions this process streams (all but with ``--worker``)."""
+        if self.worker is None:
+            return list(range(partitions))
+        index, count = self.worker_slot()
+        return [p for p in range(partitions) if p % count == index]
 
     @property
     def local(self) -> bool:

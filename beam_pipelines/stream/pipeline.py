@@ -22,8 +22,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -34,40 +33,18 @@ from beam_pipelines.ingest.kafka_source import PartitionStart, PassBounds, ReadK
 from beam_pipelines.ingest.partition_fetcher import fetcher_for
 from beam_pipelines.ingest.pass_control import PassControl
 from beam_pipelines.ingest.pipeline import _check_beam_args
-from beam_pipelines.ingest.pipeline import install_stop_handlers as ingest_stop_handlers
 from beam_pipelines.stream.options import StreamOptions, parse
 from beam_pipelines.stream.publisher import AlertPublisher
+from beam_pipelines.stream.report import Progress, StreamPass, StreamReport
 from beam_pipelines.stream.store import PG_WAITS, HotCommitter, hold_stream_lock, prepare_store, start_offsets
 from beam_pipelines.stream.transforms import NAMESPACE, StateHandoff, UpdateHotStore
+from beam_pipelines.stream.workers import report_pass, run_workers, worker_started
 from lake_core import hot_store as hs
 from lake_core.kafka_admin import partition_count, wait_until_reachable
+from lake_core.processes import install_stop_handlers as stop_handlers
 from lake_core.settings import Settings
 
 LOG = logging.getLogger(__name__)
-
-Progress = Callable[[int, "StreamPass"], None]
-
-
-@dataclass
-class StreamPass:
-    records: int = 0
-    commits: int = 0
-    alert_events: int = 0
-    seconds: float = 0.0
-    pg_waits: int = 0
-    ended_by: dict = field(default_factory=dict)
-    busy_ms: dict = field(default_factory=dict)
-
-
-@dataclass
-class StreamReport:
-    passes: list = field(default_factory=list)
-    published: int = 0
-    webhook_posted: int = 0
-    dropped_partitions: list = field(default_factory=list)
-
-    def total(self, attr: str) -> float:
-        return sum(getattr(p, attr) for p in self.passes)
 
 
 def build(
@@ -123,10 +100,11 @@ def beam_options(opts: StreamOptions, beam_args: Sequence[str]) -> PipelineOptio
 
 
 def run_pass(
-    opts: StreamOptions, beam_args: Sequence[str], partitions: int, bounds: PassBounds, stop: threading.Event
+    opts: StreamOptions, beam_args: Sequence[str], partitions: list, bounds: PassBounds, stop: threading.Event
 ) -> StreamPass:
-    offsets = start_offsets(opts.dsn, opts.topic, partitions)
-    starts = [PartitionStart(opts.topic, p, offsets[p]) for p in range(partitions)]
+    """One pass over ``partitions`` (this process's: all of them, or a worker's share)."""
+    offsets = start_offsets(opts.dsn, opts.topic, max(partitions) + 1)
+    starts = [PartitionStart(opts.topic, p, offsets[p]) for p in partitions]
     control = PassControl(uuid.uuid4().hex, stop=stop)
     handoff = StateHandoff(uuid.uuid4().hex)
     started = time.monotonic()
@@ -152,11 +130,11 @@ def run_pass(
     one.commits = int(counters.get("commits", 0))
     one.alert_events = int(counters.get("alert_events", 0)) + saved_events
     one.busy_ms = {k: int(v) for k, v in counters.items() if k.endswith("_ms")}
-    one.ended_by = {p: control.ended_by.get(p) for p in range(partitions)}
+    one.ended_by = {p: control.ended_by.get(p) for p in partitions}
     return one
 
 
-def _save_states(opts: StreamOptions, handoff: StateHandoff, partitions: int) -> int:
+def _save_states(opts: StreamOptions, handoff: StateHandoff, partitions: list) -> int:
     """The pass is over: save each partition's state with its offset, for the next pass; while
     following, give the partitions that received nothing their look at the clock (``offline``).
     Returns the alert events committed here (the pass's counters, counted in the DoFn, lack them)."""
@@ -171,7 +149,7 @@ def _save_states(opts: StreamOptions, handoff: StateHandoff, partitions: int) ->
                 committer.commit(ps, drained, committed, counts, snapshot=True)
                 events += len(drained.events)
         if opts.following:
-            for partition in set(range(partitions)) - set(handoff.states):
+            for partition in sorted(set(partitions) - set(handoff.states)):
                 events += _tick_idle(committer, partition, opts)
     finally:
         committer.close()
@@ -202,12 +180,20 @@ def run_stream(
     """Passes until drained (``until_idle``), stopped (``stop`` set) or out of time (``max_seconds``)."""
     beam_options(opts, beam_args)  # bad Beam flags fail here, before any connection
     wait_until_reachable(opts.bootstrap, timeout=10)
-    partitions = partition_count(opts.bootstrap, opts.topic)
-    prepare_store(opts.dsn, opts.topic, partitions)
-    lock = hold_stream_lock(opts.dsn, opts.topic)
+    count = partition_count(opts.bootstrap, opts.topic)
+    if opts.local and opts.workers > 1 and opts.worker is None:
+        return run_workers(opts, beam_args, count, progress, stop)
+    partitions = opts.my_partitions(count)
+    if not partitions:
+        return StreamReport()  # a worker beyond the topic's partitions: nothing to stream
+    prepare_store(opts.dsn, opts.topic, count)
+    lock = hold_stream_lock(opts.dsn, opts.topic, partitions=None if opts.worker is None else partitions)
     stop = stop or threading.Event()
     report = StreamReport()
-    publisher = AlertPublisher(opts.dsn, opts.bootstrap, opts.alerts_topic, opts.webhook).start()
+    # A worker's alert events are sent by the process that started it (one ordered alerts topic).
+    publisher = None if opts.worker else AlertPublisher(opts.dsn, opts.bootstrap, opts.alerts_topic, opts.webhook)
+    if publisher is not None:
+        publisher.start()
     deadline = None if opts.max_seconds is None else time.monotonic() + opts.max_seconds
     try:
         if not opts.local:
@@ -229,7 +215,8 @@ def run_stream(
             )
             one = run_pass(opts, beam_args, partitions, bounds, stop)
             report.passes.append(one)
-            report.dropped_partitions += _retain(opts)
+            if opts.worker is None or opts.worker_slot()[0] == 0:  # one process drops old days
+                report.dropped_partitions += _retain(opts)
             if progress is not None:
                 progress(len(report.passes), one)
             drained = opts.until_idle is not None and all(r == "idle" for r in one.ended_by.values())
@@ -237,9 +224,10 @@ def run_stream(
                 return report
     finally:
         close_consumers()
-        publisher.stop(drain=True)
-        report.published = publisher.published
-        report.webhook_posted = publisher.webhook_posted
+        if publisher is not None:
+            publisher.stop(drain=True)
+            report.published = publisher.published
+            report.webhook_posted = publisher.webhook_posted
         lock.close()
 
 
@@ -267,15 +255,18 @@ def _retain(opts: StreamOptions) -> list[str]:
 
 def install_stop_handlers(stop: threading.Event) -> None:
     """The ingest's two-step Ctrl-C, in the stream's words."""
-    ingest_stop_handlers(stop, "lake stream")
+    stop_handlers(stop, "lake stream")
 
 
 def run(argv: Optional[Sequence[str]] = None) -> StreamReport:
-    """Entry point for ``python -m beam_pipelines.stream.pipeline``."""
+    """Entry point for ``python -m beam_pipelines.stream.pipeline`` (and the workers ``--workers`` starts)."""
     opts, beam_args = parse(argv, Settings.resolve())
     stop = threading.Event()
     install_stop_handlers(stop)
-    return run_stream(opts, beam_args, stop=stop)
+    if opts.worker is None:
+        return run_stream(opts, beam_args, stop=stop)
+    worker_started()
+    return run_stream(opts, beam_args, progress=report_pass, stop=stop)
 
 
 if __name__ == "__main__":

@@ -251,33 +251,41 @@ def start_offsets(dsn: str, topic: str, partitions: int) -> dict[int, int]:
     return {p: int(saved.get(p, 0)) for p in range(partitions)}
 
 
-def hold_stream_lock(dsn: str, topic: str, wait_s: float = 5.0) -> Any:
+def hold_stream_lock(dsn: str, topic: str, wait_s: float = 5.0, partitions: Optional[list] = None) -> Any:
     """A connection holding this topic's stream lock (close it to release); ``StreamFenced`` when taken.
 
+    ``partitions``: a worker's (``--worker``) locks, one per partition it streams, instead of the
+    topic's (which the process that started the workers holds).
     Tried again for ``wait_s``: a stream that has just exited releases its lock only once its server
     backend has seen the connection close (through a proxy or pooler, a moment later), and a restart
     right after it must not be refused for that."""
+    keys = [f"lake-stream:{topic}"] if partitions is None else [f"lake-stream:{topic}:{p}" for p in partitions]
     conn = hs.connect(dsn)
     conn.autocommit = True
-    deadline = time.monotonic() + wait_s
     with conn.cursor() as cur:
-        while True:
-            cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"lake-stream:{topic}",))
-            taken = bool(cur.fetchone()[0])
-            if taken or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-        if not taken:
-            cur.execute(
-                "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                "WHERE l.locktype = 'advisory' AND l.objid = hashtext(%s)::oid AND l.granted",
-                (f"lake-stream:{topic}",),
-            )
-            row = cur.fetchone()
-            conn.close()
-            holder = f" (PostgreSQL backend pid {row[0]}, since {row[2]:%Y-%m-%d %H:%M:%S})" if row else ""
-            raise StreamFenced(f"another lake stream is running on topic {topic} for this hot store{holder}")
+        for key in keys:
+            if not _try_lock(cur, key, time.monotonic() + wait_s):
+                cur.execute(
+                    "SELECT a.pid, a.client_addr, a.backend_start FROM pg_locks l JOIN pg_stat_activity a "
+                    "USING (pid) WHERE l.locktype = 'advisory' AND l.objid = hashtext(%s)::oid AND l.granted",
+                    (key,),
+                )
+                row = cur.fetchone()
+                conn.close()
+                holder = f" (PostgreSQL backend pid {row[0]}, since {row[2]:%Y-%m-%d %H:%M:%S})" if row else ""
+                what = f"topic {topic}" if partitions is None else f"partition {key.rsplit(':', 1)[1]} of {topic}"
+                raise StreamFenced(f"another lake stream is running on {what} for this hot store{holder}")
     return conn
+
+
+def _try_lock(cur: Any, key: str, deadline: float) -> bool:
+    while True:
+        cur.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+        if cur.fetchone()[0]:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def now_ms() -> int:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 from beam_pipelines.stream.options import add_stream_flags, options_from_args
+from beam_pipelines.stream.workers import stream_with_workers
 from lake.observability.stream_metrics import StreamMetrics
+from lake_core.processes import install_stop_handlers
 from lake_core.services import announced
 
 
@@ -30,11 +33,14 @@ def register(sub, common) -> None:
 
 
 def run(args, settings) -> int:
-    from beam_pipelines.stream.pipeline import install_stop_handlers, run_stream
-
     opts = options_from_args(args, settings)
+    if opts.local and opts.workers > 1 and opts.worker is None:
+        # The workers import Beam, each on its core; this process only starts them and sends the alerts.
+        run_stream = stream_with_workers
+    else:
+        from beam_pipelines.stream.pipeline import run_stream  # noqa: PLC0415 - Beam, for this path only
     stop = threading.Event()
-    install_stop_handlers(stop)
+    install_stop_handlers(stop, "lake stream")
     hooks = [] if not opts.progress else [_print_pass]
     if args.metrics_port is not None:
         metrics = StreamMetrics(opts.dsn, opts.bootstrap, opts.topic)
@@ -46,10 +52,11 @@ def run(args, settings) -> int:
             hook(number, one)
 
     metrics_url = None if args.metrics_port is None else f"http://{args.metrics_host}:{args.metrics_port}/metrics"
+    started = time.monotonic()
     with announced(settings.lake_root, "stream", f"{opts.topic} -> hot store", metrics_url):
         report = run_stream(opts, getattr(args, "beam_args", []), progress=progress if hooks else None, stop=stop)
     records = report.total("records")
-    seconds = report.total("seconds")
+    seconds = time.monotonic() - started  # wall time: with --workers, passes run side by side
     print(
         f"streamed {records:,} records in {len(report.passes)} pass(es), {report.total('commits'):,.0f} commits, "
         f"{report.total('alert_events'):,.0f} alert events ({report.published:,} published to {opts.alerts_topic}), "
