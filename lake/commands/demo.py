@@ -249,7 +249,11 @@ def _stream(settings):
             conn.commit()
         finally:
             conn.close()
-        opts = StreamOptions(bootstrap=settings.bootstrap, topic=settings.topic, dsn=dsn, until_idle=1.0)
+        # A catch-up over the whole topic: one worker process per core (the rules are Python).
+        workers = max(1, min(2, os.cpu_count() or 1))
+        opts = StreamOptions(
+            bootstrap=settings.bootstrap, topic=settings.topic, dsn=dsn, until_idle=1.0, workers=workers
+        )
         report = run_stream(opts, progress=_print_stream_pass)  # a line per pass (60 s at most) on stderr
     except hot_store.HotStoreUnavailable as exc:
         print(f"hot path skipped: {exc}\n(set LAKE_HOT_DSN to a PostgreSQL server the demo may create a database on)")
