@@ -45,7 +45,25 @@ def gate_process(enabled: bool):
 def _run_here(lake_root: str, layer: str, key: str, batches: list, parameters, overrides) -> GateResult:
     from quality.runner import run_suites as run
 
-    return run(lake_root, layer, key, batches, parameters=parameters, overrides=overrides)
+    try:
+        return run(lake_root, layer, key, batches, parameters=parameters, overrides=overrides)
+    finally:
+        del batches
+        _give_memory_back()
+
+
+def _give_memory_back() -> None:
+    """Hand the batch's dataframes back to the system once the gate is done: the gate process outlives
+    the call (the job's MERGE runs next), and the allocator kept 2.2 GB of a 5M-event hour's pandas
+    copy mapped in it otherwise (measured), on top of the MERGE's own peak."""
+    import ctypes  # noqa: PLC0415 - only here
+    import gc  # noqa: PLC0415 - only here
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the memory is reused, not returned
+        pass
 
 
 def run_suites(
