@@ -20,6 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import runner_fixes  # noqa: F401 - the local runner's metrics past 900 bundles
 from lake_core.errors import LakeError
+from lake_core.processes import collect_garbage_less
 
 __all__ = ["pipeline_options", "run_pipeline", "lake_errors_from_workers"]
 
@@ -97,6 +98,7 @@ def lake_errors_from_workers() -> Iterator[None]:
 
 def run_pipeline(pipeline: Pipeline, namespace: str) -> dict:
     """Run ``pipeline`` to the end; return its counters of ``namespace`` by name."""
+    collect_garbage_less()  # Gold's day: 12 % faster (lake_core.processes)
     with lake_errors_from_workers(), _quiet_beam_errors():
         result = pipeline.run()
         result.wait_until_finish()
