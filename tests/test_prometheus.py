@@ -212,7 +212,8 @@ def test_prometheus_scrapes_every_part_with_the_figures_the_test_produced(settin
         by_reason = {dict(k)["reason"]: v for k, v in gateway_refused.items()}
         assert by_reason == {"unknown_signal": 1, "batch_refused": 2}
 
-        assert prom.value('lake_batch_last_run_ok{job_name="silver"}') == 1
+        # the published run's push reaches Prometheus at its next scrape of the Pushgateway
+        prom.wait("the published run", lambda: prom.value('lake_batch_last_run_ok{job_name="silver"}') == 1)
         assert prom.value('lake_batch_last_gate_failed{job_name="silver"}') == 0
         pushed = {dict(k)["reason"]: v for k, v in prom.query('lake_batch_quarantined_rows{job_name="silver"}').items()}
         assert pushed == expected_quarantine
