@@ -378,6 +378,10 @@ def test_bad_options_fail_before_any_connection():
         (dict(geofence="/nonexistent.geojson"), "cannot read geofence"),
         (dict(until_idle=1.0, follow=True), "exclude each other"),
         (dict(webhook="ftp://x"), "http"),
+        (dict(workers=0), "--workers must be from 1"),
+        (dict(workers=2, runner="FlinkRunner"), "runner's parallelism"),
+        (dict(worker="2/2"), "I must be from 0"),
+        (dict(worker="half"), "must be I/N"),
     ):
         with pytest.raises(ConfigError, match=message):
             StreamOptions(bootstrap="b", topic="t", **kw)

@@ -97,6 +97,8 @@ class StreamOptions:
             raise ConfigError(f"--workers must be from 1 to 64, got {self.workers}")
         if self.worker is not None:
             self.worker_slot()  # a malformed I/N fails here
+        if self.workers > 1 and not is_local_runner(self.runner):
+            raise ConfigError("--workers is the local runner's: on Flink or Dataflow the runner's parallelism applies")
         if self.workers > 1 and self.rules != DEFAULT_RULES:
             raise ConfigError("--workers > 1 runs the rules file's defaults only (workers are started from flags)")
         if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
