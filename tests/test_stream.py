@@ -19,6 +19,7 @@ import threading
 import time
 
 import apache_beam as beam
+import psycopg2
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
@@ -225,6 +226,31 @@ def test_two_workers_give_one_processs_rows_and_alert_ids_even_when_killed(setti
         assert len(clean_events) > 50
         assert sorted(map(key, events)) == sorted(map(key, clean_events)), "no alert event lost or doubled"
         assert _snapshot(dsn) == _snapshot(clean_dsn)
+
+
+@pytest.mark.slow
+def test_a_worker_that_fails_stops_the_others_and_the_run_says_which(settings):
+    """A partition's lock held elsewhere: its worker is refused; the other stops too, the run exits non-zero."""
+    produce(settings, _fleet(vehicles=8, seconds=60, seed=5))
+    with fresh_hot_store() as dsn:
+        hold = psycopg2.connect(dsn)
+        hold.autocommit = True
+        with hold.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"lake-stream:{settings.topic}:1",))
+        try:
+            env = dict(os.environ, PYTHONPATH=os.getcwd())
+            started = time.monotonic()
+            done = subprocess.run(
+                _stream_cmd(settings, dsn, "--follow", "--workers", "2"), env=env, capture_output=True, text=True,
+                timeout=120,
+            )  # fmt: skip
+        finally:
+            hold.close()
+        assert done.returncode != 0
+        assert f"another lake stream is running on partition 1 of {settings.topic}" in done.stderr
+        assert "worker(s) failed: 1/2 exit 3" in done.stderr, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+        assert time.monotonic() - started < 90, "the healthy worker was stopped, not left following"
 
 
 class _Proxy:

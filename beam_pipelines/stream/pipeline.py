@@ -40,6 +40,7 @@ from beam_pipelines.stream.store import PG_WAITS, HotCommitter, hold_stream_lock
 from beam_pipelines.stream.transforms import NAMESPACE, StateHandoff, UpdateHotStore
 from beam_pipelines.stream.workers import report_pass, run_workers, worker_started
 from lake_core import hot_store as hs
+from lake_core.errors import LakeError
 from lake_core.kafka_admin import partition_count, wait_until_reachable
 from lake_core.processes import collect_garbage_less
 from lake_core.processes import install_stop_handlers as stop_handlers
@@ -268,7 +269,11 @@ def run(argv: Optional[Sequence[str]] = None) -> StreamReport:
     if opts.worker is None:
         return run_stream(opts, beam_args, stop=stop)
     worker_started()
-    return run_stream(opts, beam_args, progress=report_pass, stop=stop)
+    try:
+        return run_stream(opts, beam_args, progress=report_pass, stop=stop)
+    except LakeError as exc:  # one line for the parent's stderr, the exit code says which kind
+        print(f"lake stream worker {opts.worker}: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

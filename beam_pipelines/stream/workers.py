@@ -124,8 +124,10 @@ def run_workers(
         for reader in readers:
             reader.start()
         asked = 0
-        while any(p.poll() is None for p in procs):
-            if stop.is_set() and asked == 0:
+        while any([p.poll() is None for p in procs]):  # a list: every worker polled, each round
+            # A worker that failed leaves its partitions unstreamed: the others stop too, and the run fails.
+            failed_one = any(p.returncode not in (None, 0) for p in procs)
+            if (stop.is_set() or failed_one) and asked == 0:
                 asked = _ask_to_stop(procs)
             time.sleep(0.2)
         for reader in readers:
