@@ -196,6 +196,7 @@ SELECT *, CASE WHEN reason IS NULL THEN row_number() OVER (PARTITION BY reason I
 FROM (SELECT *,
         timestamp_millis(CASE WHEN _skewed OR raw_ms IS NULL THEN ingest_ms ELSE raw_ms END) AS event_ts,
         _skewed OR raw_ms IS NULL AS ts_corrected,
+        CASE WHEN _skewed THEN timestamp_millis(raw_ms) END AS sender_ts,
         CASE WHEN malformed THEN '{QuarantineReason.MALFORMED_PAYLOAD.value}'
              WHEN {gps} THEN '{QuarantineReason.INVALID_GPS.value}'
              WHEN {_outside("soc_pct", SOC_RANGE)} THEN '{QuarantineReason.INVALID_SOC.value}'
