@@ -107,7 +107,7 @@ def run_workers(
                 )
             )
 
-        def follow(index: int, proc: subprocess.Popen) -> None:
+        def follow(proc: subprocess.Popen) -> None:
             assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:
                 if not line.startswith(PASS_LINE):
@@ -120,15 +120,16 @@ def run_workers(
                     if progress is not None:
                         progress(len(report.passes), one)
 
-        readers = [threading.Thread(target=follow, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+        readers = [threading.Thread(target=follow, args=(p,), daemon=True) for p in procs]
         for reader in readers:
             reader.start()
-        asked = 0
+        asked = False
         while any([p.poll() is None for p in procs]):  # a list: every worker polled, each round
             # A worker that failed leaves its partitions unstreamed: the others stop too, and the run fails.
             failed_one = any(p.returncode not in (None, 0) for p in procs)
-            if (stop.is_set() or failed_one) and asked == 0:
-                asked = _ask_to_stop(procs)
+            if (stop.is_set() or failed_one) and not asked:
+                _ask_to_stop(procs)
+                asked = True
             time.sleep(0.2)
         for reader in readers:
             reader.join(timeout=5)
@@ -156,11 +157,10 @@ def run_workers(
     return report
 
 
-def _ask_to_stop(procs: list) -> int:
+def _ask_to_stop(procs: list) -> None:
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-    return 1
 
 
 # -- in a worker ---------------------------------------------------------------------------------------
