@@ -361,7 +361,10 @@ def test_postgresql_unreachable_mid_stream_waits_retries_loses_nothing_and_says_
                 "JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted "
                 f"AND l.objid = hashtext('lake-stream:{settings.topic}')::oid",
             )
-            assert time.monotonic() < deadline, f"the lock was never released: {holder}, proxy {proxy.port}"
+            open_upstreams = [c.getsockname() for c in proxy.conns if c.fileno() != -1]
+            assert time.monotonic() < deadline, (
+                f"the lock was never released: {holder}, proxy {proxy.port}, proxy sockets still open: {open_upstreams}"
+            )
             time.sleep(0.5)
         rest = run_stream(_opts(settings, dsn))
         assert report.total("records") + rest.total("records") == len(records)
