@@ -13,6 +13,7 @@ of a distributed runner sees it.
 from __future__ import annotations
 
 import uuid
+from typing import Iterator, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -22,9 +23,11 @@ from lake_core.storage import filesystem, fs_path
 from lake_schemas import LakePaths
 from lake_schemas.paths import join
 
-__all__ = ["StagingArea"]
+__all__ = ["StagingArea", "BATCH_ROWS"]
 
 _WRITE_OPTIONS = ipc.IpcWriteOptions(compression="lz4")
+#: Rows per record batch of a staged file: what a streaming reader holds of it at once.
+BATCH_ROWS = 65_536
 
 
 class StagingArea:
@@ -45,13 +48,28 @@ class StagingArea:
         path = f"{directory}/{name or 'part'}-{uuid.uuid4().hex}.arrow"
         with fs.open_output_stream(path) as out:
             with ipc.new_file(out, table.schema, options=_WRITE_OPTIONS) as writer:
-                writer.write_table(table)
+                # in record batches of BATCH_ROWS, so a reader can stream it (``batches``)
+                writer.write_table(table, max_chunksize=BATCH_ROWS)
         return path
 
-    def get(self, path: str) -> pa.Table:
+    def get(self, path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
+        """The staged table at ``path``; only ``columns`` (the others not even decompressed) when given."""
         fs, _ = self._fs()
         with fs.open_input_file(path) as f:
-            return ipc.open_file(f).read_all()
+            if columns is None:
+                return ipc.open_file(f).read_all()
+            names = ipc.open_file(f).schema.names
+            fields = [names.index(c) for c in columns]
+            table = ipc.open_file(f, options=ipc.IpcReadOptions(included_fields=fields)).read_all()
+            return table.select(list(columns))
+
+    def batches(self, path: str) -> Iterator[pa.RecordBatch]:
+        """The staged table at ``path``, one record batch (at most ``BATCH_ROWS`` rows) at a time."""
+        fs, _ = self._fs()
+        with fs.open_input_file(path) as f:
+            reader = ipc.open_file(f)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
 
     def remove(self) -> None:
         """Delete the run's directory (nothing happens when it was never created)."""

@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+from typing import Sequence, Union
 
 import pyarrow as pa
 
 from lake_core.errors import QualityGateFailed
 from lake_schemas.rules import QUARANTINE_RATE_MAX
+from lake_schemas.tables import SILVER_SCHEMA
 from quality.results import Batch
 from quality.worker import run_suites
 
-__all__ = ["SilverGate", "GoldGate", "BronzeGate", "enforce"]
+__all__ = ["SilverGate", "GoldGate", "BronzeGate", "enforce", "CHUNK_ROWS"]
+
+#: Rows a gate validates at once when a batch comes in parts: about 0.6 GB of pandas in the gate
+#: process for Silver (measured: 2.9 GB for a 5M-event hour at once).
+CHUNK_ROWS = 1_000_000
 
 LOG = logging.getLogger(__name__)
 
@@ -58,14 +64,21 @@ class SilverGate:
         self.max_quarantine_rate = max_quarantine_rate
         self.publishing = publishing
 
-    def __call__(self, silver: pa.Table, quarantine: pa.Table, stats: dict, bronze_hour: str):
-        bronze_rows = int(stats.get("bronze_rows", silver.num_rows + quarantine.num_rows))
+    def __call__(self, silver: Union[pa.Table, Sequence], quarantine: pa.Table, stats: dict, bronze_hour: str):
+        """``silver``: the hour's rows, or its vehicle shards in chunks (``Batch.parts``: tables or staged
+        Arrow files) to validate one after the other; then ``stats`` must count ``bronze_rows``."""
+        if isinstance(silver, pa.Table):
+            bronze_rows = int(stats.get("bronze_rows", silver.num_rows + quarantine.num_rows))
+            rows = Batch("silver_telemetry", "rows", silver)
+        else:
+            bronze_rows = int(stats["bronze_rows"])
+            rows = Batch("silver_telemetry", "rows", None, SILVER_SCHEMA, list(silver))
         result = run_suites(
             self.lake_root,
             "silver",
             bronze_hour,
             [
-                Batch("silver_telemetry", "rows", silver),
+                rows,
                 Batch("silver_telemetry", "batch", _batch_reasons(quarantine, bronze_rows)),
             ],
             overrides={"silver_quarantine_rate": self.max_quarantine_rate},

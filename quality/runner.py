@@ -150,27 +150,79 @@ def _detail(result: dict) -> str:
     return "no detail"
 
 
-def _results(checkpoint_result) -> list:
+#: One expectation's outcome: (its configuration, success, GX's result dict, why it could not be evaluated).
+_Outcome = tuple
+
+
+def _outcomes(checkpoint_result) -> list:
     out = []
     for validation in checkpoint_result.run_results.values():
         for r in validation.results:
-            config = r.expectation_config
-            meta = config.meta or {}
+            error = None
             if r.exception_info and r.exception_info.get("raised_exception"):
-                detail = f"could not be evaluated: {r.exception_info.get('exception_message')}"
-            else:
-                detail = _detail(r.result or {})
-            out.append(
-                RuleResult(
-                    meta.get("rule", config.type),
-                    meta.get("action", "fail"),
-                    bool(r.success),
-                    config.type,
-                    config.kwargs.get("column"),
-                    detail,
-                )
-            )
+                error = str(r.exception_info.get("exception_message"))
+            out.append((r.expectation_config, bool(r.success), dict(r.result or {}), error))
     return out
+
+
+def _rule_results(outcomes: list) -> list:
+    out = []
+    for config, success, result, error in outcomes:
+        meta = config.meta or {}
+        detail = f"could not be evaluated: {error}" if error else _detail(result)
+        out.append(
+            RuleResult(
+                meta.get("rule", config.type),
+                meta.get("action", "fail"),
+                success,
+                config.type,
+                config.kwargs.get("column"),
+                detail,
+            )
+        )
+    return out
+
+
+def _counted(result: dict) -> bool:
+    return "unexpected_count" in result and result.get("element_count") is not None
+
+
+def _combined(per_chunk: list) -> list:
+    """One outcome per expectation from its outcomes on every chunk: counts summed, failed anywhere is failed.
+
+    Exact for the rules a chunked batch may have (``Batch``): every row meets them or not, by itself
+    or with the rows of its own key, which share its chunk.
+    """
+    by_expectation: dict = {}
+    for outcomes in per_chunk:
+        for config, success, result, error in outcomes:
+            mostly = config.kwargs.get("mostly")
+            if mostly not in (None, 1, 1.0):
+                raise ValueError(f"{config.type} with mostly={mostly} cannot be checked chunk by chunk")
+            key = (config.type, repr(sorted(config.kwargs.items())))
+            by_expectation.setdefault(key, []).append((config, success, result, error))
+    combined = []
+    for same in by_expectation.values():
+        config = same[0][0]
+        success = all(o[1] for o in same)
+        error = next((o[3] for o in same if o[3]), None)
+        results = [o[2] for o in same]
+        if all(_counted(r) for r in results):
+            total = sum(int(r["element_count"]) for r in results)
+            missing = sum(int(r.get("missing_count") or 0) for r in results)
+            unexpected = sum(int(r["unexpected_count"]) for r in results)
+            examples = [e for r in results for e in (r.get("partial_unexpected_list") or [])][:5]
+            result = {
+                "element_count": total,
+                "missing_count": missing,
+                "unexpected_count": unexpected,
+                "unexpected_percent": 100.0 * unexpected / (total - missing) if total > missing else 0.0,
+                "partial_unexpected_list": examples,
+            }
+        else:  # a table-level observation: the first chunk that failed says what it saw
+            result = next((o[2] for o in same if not o[1]), results[0])
+        combined.append((config, success, result, error))
+    return combined
 
 
 def _write_summary(lake_root: str, result: GateResult) -> str:
@@ -209,6 +261,16 @@ def _frame(batch: Batch, rules: list, schema_only: bool):
     return batch.data.select([c for c in batch.data.column_names if c in used]).to_pandas()
 
 
+def _validate(checkpoint, frame, parameters: Optional[dict], run_name: str):
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return checkpoint.run(
+        batch_parameters={"dataframe": frame},
+        expectation_parameters=parameters or {},
+        run_id=RunIdentifier(run_name=run_name),  # Data Docs list validations by it
+    )
+
+
 def run_suites(
     lake_root: str,
     layer: str,
@@ -217,7 +279,12 @@ def run_suites(
     parameters: Optional[dict] = None,
     overrides: Optional[dict] = None,
 ) -> GateResult:
-    """Validate each ``Batch`` against its rules; keep the results; return what was found."""
+    """Validate each ``Batch`` against its rules; keep the results; return what was found.
+
+    Each validation is named ``key`` in Data Docs. A batch in ``parts`` is validated chunk by chunk
+    (each a validation of its own, named ``{key} part i of n``) and its rules' results summed over the
+    chunks.
+    """
     local = is_local(lake_root)
     result = GateResult(layer, key)
     validated = []
@@ -230,12 +297,21 @@ def run_suites(
                     continue
                 suite_name = f"{name}_schema" if schema_rules else name
                 checkpoint = _checkpoint(context, suite_name, build_suite(suite_name, rules, overrides))
-                outcome = checkpoint.run(
-                    batch_parameters={"dataframe": _frame(batch, rules, schema_rules)},
-                    expectation_parameters=parameters or {},
-                )
-                result.rules.extend(_results(outcome))
-                validated.extend(outcome.run_results)
+                if schema_rules or batch.data is not None:
+                    outcome = _validate(checkpoint, _frame(batch, rules, schema_rules), parameters, key)
+                    result.rules.extend(_rule_results(_outcomes(outcome)))
+                    validated.extend(outcome.run_results)
+                    continue
+                per_chunk = []
+                for i, chunk in enumerate(batch.chunks(lake_root)):
+                    run_name = f"{key} part {i + 1} of {len(batch.parts)}" if len(batch.parts) > 1 else key
+                    frame = _frame(Batch(batch.table, batch.scope, chunk), rules, False)
+                    del chunk  # one chunk's rows at a time: the frame holds them now
+                    outcome = _validate(checkpoint, frame, parameters, run_name)
+                    del frame
+                    per_chunk.append(_outcomes(outcome))
+                    validated.extend(outcome.run_results)
+                result.rules.extend(_rule_results(_combined(per_chunk)))
         if local:  # only this gate's pages, and the index
             context.build_data_docs(resource_identifiers=validated)
             result.docs = docs_index(lake_root)

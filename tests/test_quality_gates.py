@@ -115,3 +115,45 @@ def test_silver_gate_fails_on_duplicate_keys(lake):
     doubled = pa.concat_tables([rows, rows.slice(0, 2)])
     with pytest.raises(QualityGateFailed, match=r"silver_key_unique \(expect_compound_columns_to_be_unique"):
         SilverGate(lake)(doubled, QUARANTINE_SCHEMA.empty_table(), {"bronze_rows": doubled.num_rows}, "2026-03-01T23")
+
+
+def _gate_rules(lake: str, hour: str) -> list:
+    return [(r["rule"], r["success"], r["column"], r["detail"]) for r in _summaries(lake, "silver", hour)[-1]["rules"]]
+
+
+def test_silver_gate_in_parts_finds_what_the_whole_hour_gate_finds(lake):
+    """A big hour is gated chunk by chunk (tables, or staged files the gate process reads): each rule's
+    counts are summed over the chunks, so the verdict and the details are the whole hour's."""
+    import pyarrow.compute as pc
+
+    from beam_pipelines.staging import StagingArea
+    from lake_core.storage import delta_dataset
+    from lake_schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA
+    from quality.gates import SilverGate
+
+    rows = delta_dataset(LakePaths(lake).table("silver_telemetry")).to_table().select(SILVER_SCHEMA.names)
+    rows = rows.cast(SILVER_SCHEMA).sort_by("vehicle_id")
+    # two rows lose their vehicle type, in different chunks
+    types = rows["vehicle_type"].to_pylist()
+    types[1] = types[-1] = None
+    rows = rows.set_column(rows.schema.get_field_index("vehicle_type"), "vehicle_type", pa.array(types, pa.string()))
+    vehicles = pc.unique(rows["vehicle_id"]).to_pylist()
+    assert len(vehicles) >= 3
+    groups = (vehicles[:1], vehicles[1:2], vehicles[2:])
+    shards = [rows.filter(pc.is_in(rows["vehicle_id"], pa.array(vs))) for vs in groups]
+    staging = StagingArea(lake, "test-gate")
+    parts = [shards[0], [staging.put(shards[1]), staging.put(shards[2].slice(0, 1))], [staging.put(shards[2].slice(1))]]
+    stats = {"bronze_rows": rows.num_rows}
+    quarantine = QUARANTINE_SCHEMA.empty_table()
+    hour_whole, hour_parts = "2026-03-01T20", "2026-03-01T21"
+    failures = []
+    for hour, silver in ((hour_whole, rows), (hour_parts, parts)):
+        with pytest.raises(QualityGateFailed) as failed:
+            SilverGate(lake)(silver, quarantine, stats, hour)
+        failures.append(str(failed.value).replace(hour, "H"))
+    staging.remove()
+    assert failures[0] == failures[1]
+    assert f"on vehicle_type: 2 of {rows.num_rows:,} rows" in failures[1]
+    assert _gate_rules(lake, hour_whole) == _gate_rules(lake, hour_parts)
+    validations = glob.glob(f"{lake}/_quality/gx/uncommitted/validations/silver_telemetry/*")
+    assert {f"{hour_parts} part {i} of 3" for i in (1, 2, 3)} <= {os.path.basename(v) for v in validations}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import json
 import os
 import shutil
@@ -349,3 +350,18 @@ def test_concurrent_commits_retry_and_never_lose_rows(tmp_path):
     assert not errors
     assert len(silver_rows(root)) == 4 * 30  # "bad" is quarantined in each hour; every other event once
     assert sorted(r["bronze_hour"] for r in quarantine_rows(root)) == sorted(batches)
+
+
+def test_a_gate_in_chunks_publishes_the_same_silver(lake, tmp_path, monkeypatch):
+    """The commit hands the gate the hour's staged shards in chunks of CHUNK_ROWS rows (here a few),
+    validated one after the other: Silver is the same as the fixture's, and each chunk is a validation."""
+    from beam_pipelines.silver import commit
+
+    monkeypatch.setattr(commit, "CHUNK_ROWS", 5)
+    root = str(tmp_path / "lake")
+    sc.build(root)
+    for hour in (sc.H08, sc.H09):
+        silver(root, hour, gate=True, max_quarantine_rate=0.5)
+    assert silver_rows(root) == silver_rows(lake[0])
+    runs = {os.path.basename(p) for p in glob.glob(f"{root}/_quality/gx/uncommitted/validations/silver_telemetry/*")}
+    assert runs == {f"{sc.H08} part {i} of 4" for i in (1, 2, 3, 4)} | {sc.H09}  # H09: 5 rows, one chunk

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from beam_pipelines.silver.hour_rows import HourRows
 from beam_pipelines.silver.ledger_counts import count_rows
 from lake_schemas.geohash import encode_arrow
 from lake_schemas.rules import (
@@ -42,7 +43,7 @@ WORK_QUARANTINE_SCHEMA = QUARANTINE_SCHEMA.append(pa.field("position_event_id", 
 
 
 class CleanBatch(NamedTuple):
-    silver: pa.Table  # SILVER_SCHEMA, unique on DEDUP_KEY
+    silver: Any  # SILVER_SCHEMA, unique on DEDUP_KEY: a table, or ``HourRows`` (shards, staged)
     quarantine: pa.Table  # WORK_QUARANTINE_SCHEMA
     dates: frozenset  # event_date partitions a MERGE of ``silver`` must look at
     stats: dict  # counters: bronze_rows, duplicates, quarantined_<reason>...
@@ -236,13 +237,19 @@ def clean_batch(parsed: pa.Table, registry: pa.Table, bronze_hour: str) -> Clean
 
 
 def merge_batches(batches: Iterable[CleanBatch]) -> CleanBatch:
-    """One ``CleanBatch`` of several (shards of one hour)."""
+    """One ``CleanBatch`` of several (shards of one hour): the quarantines concatenated, the Silver
+    candidates as ``HourRows`` of every shard's part (kept apart: see ``hour_rows``)."""
     batches = list(batches)
     stats: Counter = Counter()
+    parts: list = []
+    staging = None
     for b in batches:
         stats.update(b.stats)
+        rows = b.silver if isinstance(b.silver, HourRows) else HourRows.of(b.silver)
+        parts += rows.parts
+        staging = staging or rows.staging
     return CleanBatch(
-        pa.concat_tables([b.silver for b in batches]) if batches else SILVER_SCHEMA.empty_table(),
+        HourRows(parts, staging),
         pa.concat_tables([b.quarantine for b in batches]) if batches else WORK_QUARANTINE_SCHEMA.empty_table(),
         frozenset().union(*(b.dates for b in batches)),
         dict(stats),

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from beam_pipelines.silver import corrected_index
 from beam_pipelines.silver.clean import CleanBatch
+from beam_pipelines.silver.hour_rows import HourRows
 from beam_pipelines.silver.ledger_counts import count_rows, partition_counts, without_partition_counts
 from lake_core import ledger
 from lake_core.delta import check_existing, date_list_sql, open_table, with_commit_retries
@@ -32,6 +33,7 @@ from lake_core.storage import delta_dataset, filesystem, fs_path
 from lake_schemas import BronzeFileName, LakePaths
 from lake_schemas.rules import DEDUP_KEY
 from lake_schemas.tables import QUARANTINE_SCHEMA, SILVER_SCHEMA
+from quality.gates import CHUNK_ROWS
 
 __all__ = [
     "SilverCommit",
@@ -45,7 +47,8 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 PARTITION = "event_date"
 
-#: ``gate(silver, quarantine, stats, bronze_hour)`` raises ``QualityGateFailed`` to stop the commit.
+#: ``gate(silver, quarantine, stats, bronze_hour)`` raises ``QualityGateFailed`` to stop the commit;
+#: ``silver`` comes in chunks (``quality.results.Batch.parts``) of at most ``CHUNK_ROWS`` rows.
 Gate = Callable[[pa.Table, pa.Table, dict, str], object]
 
 
@@ -139,12 +142,13 @@ _EARLIER = (
 )
 
 
-def _merge_silver(lake_root: str, silver: pa.Table, dates: frozenset) -> tuple[int, int, int]:
+def _merge_silver(lake_root: str, silver: HourRows, dates: frozenset) -> tuple[int, int, int]:
     """Rule 3 across Silver, whatever the clocks and the order hours arrive in; return (inserted, replaced).
 
     A candidate Silver does not hold is inserted; one Silver holds a copy of is a duplicate unless
     it was ingested first, and then it replaces that copy (first ingested wins: an hour published
-    after a later one). The MERGE looks at ``dates`` (each candidate's event date and its sender's)
+    after a later one). The candidates reach delta-rs as one stream of the shards' record batches,
+    never as one table of the hour. The MERGE looks at ``dates`` (each candidate's event date and its sender's)
     plus the partitions ``corrected_index`` names: where corrected copies of these events live.
     Also returns the Silver version the winning MERGE read (where the copies it replaced are).
     """
@@ -157,7 +161,7 @@ def _merge_silver(lake_root: str, silver: pa.Table, dates: frozenset) -> tuple[i
         table = silver_table(lake_root)
         read_version = table.version()
         metrics = (
-            table.merge(silver, predicate=predicate, source_alias="s", target_alias="t")
+            table.merge(silver.reader(), predicate=predicate, source_alias="s", target_alias="t")
             .when_matched_update_all(predicate=_EARLIER)
             .when_not_matched_insert_all()
             .execute()
@@ -173,7 +177,7 @@ def _merge_silver(lake_root: str, silver: pa.Table, dates: frozenset) -> tuple[i
     return result
 
 
-def _displaced(lake_root: str, silver: pa.Table, dates: frozenset, version: int) -> dict:
+def _displaced(lake_root: str, silver: HourRows, dates: frozenset, version: int) -> dict:
     """``{(bronze hour, generation, partition): rows}`` of the copies ``silver`` replaced in Silver.
 
     Read from the version the MERGE read (time travel), only when it replaced any: the ledger moves
@@ -187,20 +191,20 @@ def _displaced(lake_root: str, silver: pa.Table, dates: frozenset, version: int)
         date_list_sql(PARTITION, dates),
         version=version,
     )
-    mine = silver.select([*DEDUP_KEY, "ingest_ts", "kafka_partition", "kafka_offset"])
-    pairs = held.join(mine, keys=list(DEDUP_KEY), right_suffix="_s", join_type="inner", use_threads=False)
     order = [(c, c + "_s") for c in ("ingest_ts", "kafka_partition", "kafka_offset")]
-    earlier = pc.less(pairs[order[0][1]], pairs[order[0][0]])
-    same = pc.equal(pairs[order[0][1]], pairs[order[0][0]])
-    earlier = pc.or_(earlier, pc.and_(same, pc.less(pairs[order[1][1]], pairs[order[1][0]])))
-    same = pc.and_(same, pc.equal(pairs[order[1][1]], pairs[order[1][0]]))
-    earlier = pc.or_(earlier, pc.and_(same, pc.less(pairs[order[2][1]], pairs[order[2][0]])))
-    replaced = pairs.filter(earlier)
+    replaced = []
+    for mine in silver.tables([*DEDUP_KEY, "ingest_ts", "kafka_partition", "kafka_offset"]):
+        pairs = held.join(mine, keys=list(DEDUP_KEY), right_suffix="_s", join_type="inner", use_threads=False)
+        earlier = pc.less(pairs[order[0][1]], pairs[order[0][0]])
+        same = pc.equal(pairs[order[0][1]], pairs[order[0][0]])
+        earlier = pc.or_(earlier, pc.and_(same, pc.less(pairs[order[1][1]], pairs[order[1][0]])))
+        same = pc.and_(same, pc.equal(pairs[order[1][1]], pairs[order[1][0]]))
+        earlier = pc.or_(earlier, pc.and_(same, pc.less(pairs[order[2][1]], pairs[order[2][0]])))
+        replaced.append(pairs.filter(earlier).select(["bronze_hour", "bronze_file", "kafka_partition"]))
     by_hour: Counter = Counter()
+    rows = pa.concat_tables(replaced)  # silver has rows (the MERGE replaced some), so a part at least
     for hour, name, partition in zip(
-        replaced["bronze_hour"].to_pylist(),
-        replaced["bronze_file"].to_pylist(),
-        replaced["kafka_partition"].to_pylist(),
+        rows["bronze_hour"].to_pylist(), rows["bronze_file"].to_pylist(), rows["kafka_partition"].to_pylist()
     ):
         parsed = BronzeFileName.parse(name or "")
         by_hour[(hour, parsed.generation if parsed else 0, partition)] += 1
@@ -251,10 +255,11 @@ def _replace_quarantine(lake_root: str, rows: pa.Table, bronze_hour: str) -> boo
     return with_commit_retries(replace, "replace the hour in silver/quarantine")
 
 
-def _record_ledger(lake_root: str, batch: CleanBatch, bronze_hour: str) -> None:
+def _record_ledger(lake_root: str, batch: CleanBatch, silver: HourRows, bronze_hour: str) -> None:
     """The hour's row per Kafka partition in ``_ledger/hours`` (``lake_core.ledger``), once published."""
     candidates: Counter = Counter()
-    count_rows(batch.silver, np.arange(batch.silver.num_rows), "candidates", candidates)
+    for part in silver.tables(["bronze_file", "kafka_partition"]):
+        count_rows(part, np.arange(part.num_rows), "candidates", candidates)
     ledger.record_silver_hour(
         lake_root,
         bronze_hour,
@@ -269,24 +274,27 @@ def commit_hour(
 ) -> SilverCommit:
     """Gate ``batch`` (all shards of ``bronze_hour``), then publish it; see the module docstring.
 
-    With ``publish=False`` (``lake validate silver --hour``) the batch is gated and nothing is written.
+    ``batch.silver``: the candidates as ``HourRows`` (the job's staged shards, read part by part) or
+    one table. With ``publish=False`` (``lake validate silver --hour``) the batch is gated and nothing
+    is written.
     """
+    silver = batch.silver if isinstance(batch.silver, HourRows) else HourRows.of(batch.silver)
     batch = resolve_lone_positions(lake_root, batch)
     quarantine = batch.quarantine.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
     check_existing_tables(lake_root)  # an incompatible table fails here, before anything is written
     stats = without_partition_counts(batch.stats)
     if gate is not None:
-        outcome = gate(batch.silver, quarantine, batch.stats, bronze_hour)
+        outcome = gate(silver.chunks(CHUNK_ROWS), quarantine, batch.stats, bronze_hour)
         stats["gate_warnings"] = len(getattr(outcome, "warnings", ()))
     if not publish:
         return SilverCommit(0, 0, quarantine.num_rows, False, stats)
-    inserted, replaced, read_version = _merge_silver(lake_root, batch.silver, batch.dates)
+    inserted, replaced, read_version = _merge_silver(lake_root, silver, batch.dates)
     written = _replace_quarantine(lake_root, quarantine, bronze_hour)
-    _record_ledger(lake_root, batch, bronze_hour)
+    _record_ledger(lake_root, batch, silver, bronze_hour)
     if replaced:
-        ledger.record_displaced(lake_root, _displaced(lake_root, batch.silver, batch.dates, read_version))
+        ledger.record_displaced(lake_root, _displaced(lake_root, silver, batch.dates, read_version))
     stats["inserted"] = inserted
     stats["replaced"] = replaced
-    already = batch.silver.num_rows - inserted - replaced
+    already = silver.num_rows - inserted - replaced
     stats["already_in_silver"] = already
     return SilverCommit(inserted, already, quarantine.num_rows, written, stats)

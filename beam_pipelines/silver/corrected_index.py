@@ -14,7 +14,7 @@ dates it finds to its MERGE. ``lake forget`` erases a vehicle from it too.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +23,9 @@ from lake_core.delta import date_list_sql, open_table, with_commit_retries
 from lake_core.delta_read import read_columns
 from lake_schemas.paths import join
 from lake_schemas.tables import CORRECTED_INDEX_PATH, CORRECTED_INDEX_SCHEMA
+
+if TYPE_CHECKING:
+    from beam_pipelines.silver.hour_rows import HourRows
 
 __all__ = ["index_path", "sender_dates", "dates_holding", "record_corrected", "forget_vehicle"]
 
@@ -53,9 +56,16 @@ def _key(table: pa.Table) -> Any:
     return pc.binary_join_element_wise(table["vehicle_id"], table["event_id"], "\x00")
 
 
-def dates_holding(lake_root: str, silver: pa.Table) -> set:
-    """The Silver partitions holding a corrected copy of one of ``silver``'s events."""
-    dates = sender_dates(silver)
+def _tables(silver: Union[pa.Table, HourRows], columns: list) -> Iterator[pa.Table]:
+    if isinstance(silver, pa.Table):
+        yield silver.select(columns)
+    else:
+        yield from silver.tables(columns)
+
+
+def dates_holding(lake_root: str, silver: Union[pa.Table, HourRows]) -> set:
+    """The Silver partitions holding a corrected copy of one of ``silver``'s events (read part by part)."""
+    dates = set().union(*(sender_dates(t) for t in _tables(silver, ["sender_ts", "event_ts"])))
     if not dates:
         return set()
     found = read_columns(
@@ -66,16 +76,23 @@ def dates_holding(lake_root: str, silver: pa.Table) -> set:
         path=index_path(lake_root),
         schema=CORRECTED_INDEX_SCHEMA,
     )
-    if found.num_rows == 0:
+    if found.num_rows == 0:  # the usual case: no corrected copies on those days
         return set()
-    found = found.filter(pc.is_in(_key(found), value_set=_key(silver)))
-    return set(pc.unique(found["event_date"]).to_pylist())
+    held = _key(found)
+    holding: set = set()
+    for keys in _tables(silver, ["vehicle_id", "event_id"]):
+        # the candidates' keys one part at a time: a lookup set of one shard, never of the hour
+        mine = pc.is_in(held, value_set=_key(keys))
+        holding |= set(pc.unique(found["event_date"].filter(mine)).to_pylist())
+    return holding
 
 
-def record_corrected(lake_root: str, silver: pa.Table) -> int:
+def record_corrected(lake_root: str, silver: Union[pa.Table, HourRows]) -> int:
     """Add ``silver``'s corrected rows (as published) to the index; idempotent. Returns the rows offered."""
-    rows = silver.filter(silver["ts_corrected"])
-    if rows.num_rows == 0:
+    columns = ["vehicle_id", "event_id", "sender_ts", "event_ts", "event_date", "ts_corrected"]
+    parts = [t.filter(t["ts_corrected"]) for t in _tables(silver, columns)]
+    rows = pa.concat_tables(parts) if parts else None
+    if rows is None or rows.num_rows == 0:
         return 0
     entries = pa.table(
         {

@@ -19,6 +19,7 @@ from beam_pipelines.arrow_coder import ArrowTableCoder  # noqa: F401 - registers
 from beam_pipelines.sharding import ShardByVehicle
 from beam_pipelines.silver.clean import CleanBatch, clean_batch, merge_batches
 from beam_pipelines.silver.commit import Gate, commit_hour
+from beam_pipelines.silver.hour_rows import HourRows
 from beam_pipelines.silver.parse import parse_bronze
 from lake_core.bronze.hour_files import read_bronze_file
 from lake_core.registry import read_registry
@@ -79,7 +80,7 @@ class _Clean(beam.DoFn):
         batch = clean_batch(parsed, self.registry, self.bronze_hour)
         if self.staging is not None:
             batch = batch._replace(
-                silver=self.staging.put(batch.silver, "silver"),
+                silver=HourRows([(self.staging.put(batch.silver, "silver"), batch.silver.num_rows)], self.staging),
                 quarantine=self.staging.put(batch.quarantine, "quarantine"),
             )
         yield batch
@@ -100,9 +101,10 @@ class CleanTelemetry(beam.PTransform):
 
 
 def _unstaged(batch: CleanBatch, staging: Optional[StagingArea]) -> CleanBatch:
+    """The batch with its quarantine read back; its Silver rows stay staged (``HourRows``)."""
     if staging is None:
         return batch
-    return batch._replace(silver=staging.get(batch.silver), quarantine=staging.get(batch.quarantine))
+    return batch._replace(quarantine=staging.get(batch.quarantine))
 
 
 class _Commit(beam.DoFn):
