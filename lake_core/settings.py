@@ -67,6 +67,12 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "--validate-processes",
     ),
     EnvVar("LAKE_GATE_PROCESS", "1", "0: run the quality gates in the job's own process, not a second one"),
+    EnvVar(
+        "LAKE_MERGE_MEMORY_MB",
+        "1024",
+        "the Silver job: memory its MERGE may hold before spilling to disk (0: no bound; a MERGE that needs "
+        "more for the rows it joins runs again unbounded, with a warning)",
+    ),
     EnvVar("LAKE_AIRFLOW_PORT", "8080", "`lake airflow up`: where the UI listens", "--port"),
     EnvVar("LAKE_AIRFLOW_HOST", "127.0.0.1", "`lake airflow up`: the UI's interface", "--host"),
     EnvVar("LAKE_DAGS_START_DATE", "2026-03-01", "the DAGs' start date (their first data interval)"),

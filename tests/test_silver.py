@@ -19,6 +19,7 @@ from deltalake import DeltaTable, write_deltalake
 from beam_pipelines.silver.options import SilverOptions
 from beam_pipelines.silver.pipeline import run_silver
 from lake.cli import main
+from lake_core.errors import ConfigError
 from lake_core.storage import delta_dataset
 from lake_schemas import LakePaths
 from lake_schemas.geohash import encode
@@ -365,3 +366,34 @@ def test_a_gate_in_chunks_publishes_the_same_silver(lake, tmp_path, monkeypatch)
     assert silver_rows(root) == silver_rows(lake[0])
     runs = {os.path.basename(p) for p in glob.glob(f"{root}/_quality/gx/uncommitted/validations/silver_telemetry/*")}
     assert runs == {f"{sc.H08} part {i} of 4" for i in (1, 2, 3, 4)} | {sc.H09}  # H09: 5 rows, one chunk
+
+
+def test_a_merge_beyond_its_memory_bound_runs_again_unbounded(tmp_path, monkeypatch, caplog):
+    """LAKE_MERGE_MEMORY_MB bounds what the MERGE holds; the join's table of the rows it matches cannot
+    spill, so a MERGE too large for the bound runs again without it (a warning) and publishes the same."""
+    import logging
+
+    import numpy as np
+
+    from beam_pipelines.silver.clean import WORK_QUARANTINE_SCHEMA, CleanBatch
+    from beam_pipelines.silver.commit import commit_hour
+    from benchmarks.merge_growth import filler_rows
+
+    root, day = str(tmp_path / "lake"), dt.date(2026, 3, 1)
+
+    filler = filler_rows(0, 250_000, day, 1, np.random.default_rng(1))
+
+    def batch(first: int, rows: int) -> CleanBatch:
+        silver = filler.slice(first, rows)
+        return CleanBatch(silver, WORK_QUARANTINE_SCHEMA.empty_table(), frozenset([day]), {"bronze_rows": rows})
+
+    commit_hour(root, batch(0, 200_000), "2026-03-01T10")
+    monkeypatch.setenv("LAKE_MERGE_MEMORY_MB", "1")
+    with caplog.at_level(logging.WARNING, logger="beam_pipelines.silver.commit"):
+        result = commit_hour(root, batch(150_000, 100_000), "2026-03-01T11")
+    assert "needs more than LAKE_MERGE_MEMORY_MB: running it unbounded" in caplog.text
+    assert (result.inserted, result.already_in_silver) == (50_000, 50_000)
+    assert len(silver_rows(root)) == 250_000
+    monkeypatch.setenv("LAKE_MERGE_MEMORY_MB", "lots")
+    with pytest.raises(ConfigError, match="LAKE_MERGE_MEMORY_MB must be a number of megabytes"):
+        commit_hour(root, batch(0, 10), "2026-03-01T12")

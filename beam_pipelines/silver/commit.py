@@ -29,6 +29,8 @@ from beam_pipelines.silver.ledger_counts import count_rows, partition_counts, wi
 from lake_core import ledger
 from lake_core.delta import check_existing, date_list_sql, open_table, with_commit_retries
 from lake_core.delta_read import read_columns
+from lake_core.errors import ConfigError
+from lake_core.settings import env
 from lake_core.storage import delta_dataset, filesystem, fs_path
 from lake_schemas import BronzeFileName, LakePaths
 from lake_schemas.rules import DEDUP_KEY
@@ -135,6 +137,23 @@ def _silver_keys(lake_root: str, event_ids: pa.Array, dates: set) -> set:
     return set(zip(found["vehicle_id"].to_pylist(), found["event_id"].to_pylist()))
 
 
+#: ``LAKE_MERGE_MEMORY_MB``'s default. Without a bound, delta-rs's MERGE held memory in proportion to
+#: the hour's rows (5.5 GB for a 20M-event hour); with this one 1.6 GB, in the same time (measured).
+MERGE_MEMORY_MB = 1024
+
+
+def merge_memory() -> dict:
+    """The MERGE's memory bound (``LAKE_MERGE_MEMORY_MB``) as deltalake's ``merge`` options."""
+    text = env("LAKE_MERGE_MEMORY_MB") or str(MERGE_MEMORY_MB)
+    try:
+        megabytes = int(text)
+        if megabytes < 0:
+            raise ValueError(text)
+    except ValueError:
+        raise ConfigError(f"LAKE_MERGE_MEMORY_MB must be a number of megabytes (0: no bound), not {text!r}") from None
+    return {"max_spill_size": megabytes * 1024 * 1024} if megabytes else {}
+
+
 #: The source row was ingested before the target's copy: ``WINNER_ORDER`` as a MERGE condition.
 _EARLIER = (
     "s.ingest_ts < t.ingest_ts OR (s.ingest_ts = t.ingest_ts AND (s.kafka_partition < t.kafka_partition"
@@ -157,11 +176,11 @@ def _merge_silver(lake_root: str, silver: HourRows, dates: frozenset) -> tuple[i
     dates = frozenset(dates) | corrected_index.dates_holding(lake_root, silver)
     predicate = f"t.vehicle_id = s.vehicle_id AND t.event_id = s.event_id AND {date_list_sql('t.' + PARTITION, dates)}"
 
-    def merge() -> tuple[int, int, int]:
+    def merge(memory: dict) -> tuple[int, int, int]:
         table = silver_table(lake_root)
         read_version = table.version()
         metrics = (
-            table.merge(silver.reader(), predicate=predicate, source_alias="s", target_alias="t")
+            table.merge(silver.reader(), predicate=predicate, source_alias="s", target_alias="t", **memory)
             .when_matched_update_all(predicate=_EARLIER)
             .when_not_matched_insert_all()
             .execute()
@@ -172,7 +191,19 @@ def _merge_silver(lake_root: str, silver: HourRows, dates: frozenset) -> tuple[i
         )
         return inserted, updated, read_version
 
-    result = with_commit_retries(merge, "MERGE into silver/telemetry")
+    def bounded() -> tuple[int, int, int]:
+        memory = merge_memory()
+        try:
+            return merge(memory)
+        except Exception as exc:  # deltalake's DeltaError: DataFusion ran out of its memory pool
+            if not memory or "Resources exhausted" not in str(exc):
+                raise
+            # What cannot spill (the join's table of the target's rows) outgrew the bound: better a
+            # job that uses more memory than one that fails every hour from now on.
+            LOG.warning("MERGE into silver/telemetry needs more than LAKE_MERGE_MEMORY_MB: running it unbounded")
+            return merge({})
+
+    result = with_commit_retries(bounded, "MERGE into silver/telemetry")
     corrected_index.record_corrected(lake_root, silver)
     return result
 
