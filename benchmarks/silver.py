@@ -24,7 +24,7 @@ import shutil
 import tempfile
 
 from benchmarks.bronze_hour import build_bronze_hour, copy_inputs
-from benchmarks.compare import differences, read_parquet_dir
+from benchmarks.compare import differences, parquet_dataset, read_parquet_dir, sliced_differences
 from benchmarks.job_vs_sql import best_of, fail_on_differences, parse_args, print_results, time_job
 from benchmarks.measure import child_env, lake_command, python_module, run_child
 from lake_core.storage import delta_dataset
@@ -52,9 +52,9 @@ def run_duckdb_silver(lake_root: str, hour: str, out_dir: str):
 def check_agreement(lake_root: str, out_dir: str) -> list[str]:
     """Differences between the job's Silver and quarantine and the baseline's (empty: they agree)."""
     paths = LakePaths(lake_root)
-    ours = delta_dataset(paths.table("silver_telemetry")).to_table()
-    theirs = read_parquet_dir(os.path.join(out_dir, "silver"), SILVER_SCHEMA.names)
-    found = differences("silver_telemetry", ours, theirs, SILVER_KEY, SILVER_SCHEMA.names)
+    ours = delta_dataset(paths.table("silver_telemetry"))
+    theirs = parquet_dataset(os.path.join(out_dir, "silver"), SILVER_SCHEMA.names)
+    found = sliced_differences("silver_telemetry", ours, theirs, SILVER_KEY, SILVER_SCHEMA.names)
     ours_q = delta_dataset(paths.table("silver_quarantine")).to_table()
     theirs_q = read_parquet_dir(os.path.join(out_dir, "quarantine"), QUARANTINE_SCHEMA.names)
     return found + differences("silver_quarantine", ours_q, theirs_q, QUARANTINE_KEY, QUARANTINE_SCHEMA.names)

@@ -64,6 +64,18 @@ def test_silver_benchmark(tmp_path, benchmarks_path):
     )
     found = check_agreement(lake, str(duck))
     assert any(f.startswith("silver_telemetry.soc_pct: ") for f in found), found
+    # compared a range of vehicles at a time (how a 20M-event hour fits in memory): the same difference
+    from benchmarks.compare import parquet_dataset, sliced_differences
+    from benchmarks.silver import SILVER_KEY
+    from lake_core.storage import delta_dataset
+    from lake_schemas.tables import SILVER_SCHEMA
+
+    ours = delta_dataset(f"{lake}/silver/telemetry")
+    theirs = parquet_dataset(str(duck / "silver"), SILVER_SCHEMA.names)
+    sliced = sliced_differences("silver_telemetry", ours, theirs, SILVER_KEY, SILVER_SCHEMA.names, slice_rows=1000)
+    assert sliced and all(f.startswith("silver_telemetry[vehicles ") and ".soc_pct: " in f for f in sliced), sliced
+    changed = sum(int(f.split(".soc_pct: ")[1].split(" rows")[0].replace(",", "")) for f in sliced)
+    assert changed == sum(int(f.split(".soc_pct: ")[1].split(" rows")[0].replace(",", "")) for f in found)
     with pytest.raises(SystemExit, match="silver: the job's output and the DuckDB baseline's disagree"):
         fail_on_differences("silver", found)
     quarantine_file = _parquet_files(duck / "quarantine")[0]
