@@ -150,11 +150,8 @@ def _detail(result: dict) -> str:
     return "no detail"
 
 
-#: One expectation's outcome: (its configuration, success, GX's result dict, why it could not be evaluated).
-_Outcome = tuple
-
-
 def _outcomes(checkpoint_result) -> list:
+    """Each expectation's outcome: (its configuration, success, GX's result dict, why it could not be evaluated)."""
     out = []
     for validation in checkpoint_result.run_results.values():
         for r in validation.results:
