@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.ipc as ipc
 
-from lake_core.storage import filesystem, fs_path
+from lake_core.storage import filesystem, fs_path, read_arrow_file
 from lake_schemas import LakePaths
 from lake_schemas.paths import join
 
@@ -54,14 +54,7 @@ class StagingArea:
 
     def get(self, path: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
         """The staged table at ``path``; only ``columns`` (the others not even decompressed) when given."""
-        fs, _ = self._fs()
-        with fs.open_input_file(path) as f:
-            if columns is None:
-                return ipc.open_file(f).read_all()
-            names = ipc.open_file(f).schema.names
-            fields = [names.index(c) for c in columns]
-            table = ipc.open_file(f, options=ipc.IpcReadOptions(included_fields=fields)).read_all()
-            return table.select(list(columns))
+        return read_arrow_file(self.lake_root, path, columns)
 
     def batches(self, path: str) -> Iterator[pa.RecordBatch]:
         """The staged table at ``path``, one record batch (at most ``BATCH_ROWS`` rows) at a time."""

@@ -6,7 +6,7 @@ import contextlib
 import os
 import uuid
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Sequence
 
 import pyarrow.fs as pafs
 
@@ -87,3 +87,17 @@ def _fsync(path: str, flags: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_arrow_file(lake_root: str, path: str, columns: Optional[Sequence[str]] = None) -> Any:
+    """The Arrow IPC file ``path`` on ``lake_root``'s filesystem as a table; only ``columns`` (in that
+    order; the others are not even decompressed) when given."""
+    import pyarrow.ipc as ipc
+
+    fs, _ = filesystem(lake_root)
+    with fs.open_input_file(path) as f:
+        if columns is None:
+            return ipc.open_file(f).read_all()
+        names = ipc.open_file(f).schema.names
+        fields = [names.index(c) for c in columns]
+        return ipc.open_file(f, options=ipc.IpcReadOptions(included_fields=fields)).read_all().select(list(columns))

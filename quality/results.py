@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence, Union
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
-from lake_core.storage import filesystem
+from lake_core.storage import read_arrow_file
 from lake_schemas.rules import expectations_for
 
 __all__ = ["RuleResult", "GateResult", "Batch"]
@@ -122,14 +121,6 @@ class Batch:
             if isinstance(part, pa.Table):
                 yield part.select([c for c in part.column_names if c in used])
             else:
-                tables = [read_ipc_columns(lake_root, path, used) for path in part]
+                columns = [c for c in self.full_schema.names if c in used]
+                tables = [read_arrow_file(lake_root, path, columns) for path in part]
                 yield pa.concat_tables(tables) if tables else self.full_schema.empty_table()
-
-
-def read_ipc_columns(lake_root: str, path: str, columns: set) -> pa.Table:
-    """The ``columns`` of the Arrow IPC file ``path`` on the lake's filesystem (the others are not decoded)."""
-    fs, _ = filesystem(lake_root)
-    with fs.open_input_file(path) as f:
-        schema = ipc.open_file(f).schema
-        fields = [i for i, name in enumerate(schema.names) if name in columns]
-        return ipc.open_file(f, options=ipc.IpcReadOptions(included_fields=fields)).read_all()

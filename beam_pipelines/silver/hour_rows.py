@@ -38,12 +38,15 @@ class HourRows:
     def num_rows(self) -> int:
         return sum(n for _, n in self.parts)
 
+    def _staging(self, part: str) -> StagingArea:
+        if self.staging is None:
+            raise ValueError(f"{part} is a staged file, but no staging area was given")
+        return self.staging
+
     def _read(self, part: Part, columns: Optional[list]) -> pa.Table:
         if isinstance(part, pa.Table):
             return part if columns is None else part.select(list(columns))
-        if self.staging is None:
-            raise ValueError(f"{part} is a staged file, but no staging area was given")
-        return self.staging.get(part, columns)
+        return self._staging(part).get(part, columns)
 
     def tables(self, columns: Optional[Iterable[str]] = None) -> Iterator[pa.Table]:
         """Each part in turn (only ``columns`` when given)."""
@@ -59,10 +62,8 @@ class HourRows:
             for part, _ in self.parts:
                 if isinstance(part, pa.Table):
                     source: Iterable[pa.RecordBatch] = part.to_batches()
-                elif self.staging is None:
-                    raise ValueError(f"{part} is a staged file, but no staging area was given")
                 else:
-                    source = self.staging.batches(part)
+                    source = self._staging(part).batches(part)
                 for batch in source:
                     yield batch.select(SILVER_SCHEMA.names).cast(SILVER_SCHEMA)
 
