@@ -75,7 +75,7 @@ class HelperPool:
             max_workers=processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init,
-            initargs=self._warm,
+            initargs=(*self._warm, os.getpid()),
         )
         self.processes = processes
         for _ in range(processes):  # the pool starts its processes as work arrives: have them start now
@@ -113,8 +113,8 @@ class HelperPool:
                 self.abandon()
 
 
-def _init(warm_module: str, ignore_interrupts: bool) -> None:
-    init_helper(ignore_interrupts)
+def _init(warm_module: str, ignore_interrupts: bool, parent: int) -> None:
+    init_helper(ignore_interrupts, parent)
     importlib.import_module(warm_module)
 
 
@@ -122,12 +122,18 @@ def _ready() -> bool:
     return True
 
 
-def init_helper(ignore_interrupts: bool = False) -> None:
-    """What a helper process does first (``HelperPool``'s initializer): see ``HelperPool``."""
+def init_helper(ignore_interrupts: bool = False, parent: Optional[int] = None) -> None:
+    """What a helper process does first (``HelperPool``'s initializer): see ``HelperPool``.
+
+    It exits when ``parent`` (the pid of the process that started it; default: its parent now) is
+    no longer its parent. Pass it: a job killed while its helper was still starting (importing)
+    has already handed the helper to init, and ``getppid()`` would then name init."""
     if ignore_interrupts:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:
+        os._exit(0)
     threading.Thread(target=_exit_with, args=(parent,), name="exit-with-parent", daemon=True).start()
 
 
@@ -289,7 +295,9 @@ def install_stop_handlers(stop: threading.Event, what: str = "lake ingest") -> N
     def handler(signum: int, _frame: object) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        print(f"{what}: stopping after the pass in flight (Ctrl-C again to abort)", file=sys.stderr)
+        # The process's own stderr, not ``sys.stderr``: the signal may land while some code has
+        # redirected it (Beam's option parsing, each pass) and the line would go there.
+        print(f"{what}: stopping after the pass in flight (Ctrl-C again to abort)", file=sys.__stderr__ or sys.stderr)
         stop.set()
 
     signal.signal(signal.SIGINT, handler)

@@ -64,3 +64,61 @@ def test_a_helper_that_ignores_interrupts_survives_ctrl_c_to_the_group():
     finally:
         helper.kill()
         helper.join()
+
+
+def test_a_helper_whose_job_died_while_it_was_starting_leaves_at_once(tmp_path):
+    """The job was killed while its helper still imported (seconds, for Beam): by then the helper
+    belongs to init, and a watch that took ``getppid()`` as its job would wait on init for ever."""
+    import subprocess
+    import sys
+
+    started, log = tmp_path / "started", tmp_path / "helper.log"
+    code = (
+        "import os, sys, time\n"
+        f"open({str(started)!r}, 'w').close()\n"
+        "while os.getppid() == int(sys.argv[1]): time.sleep(0.05)  # still importing when its job dies\n"
+        "from lake_core.processes import init_helper\n"
+        "init_helper(parent=int(sys.argv[1]))\n"
+        "time.sleep(600)\n"
+    )
+    job_code = (
+        "import os, subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {code!r}, str(os.getpid())], stderr=open({str(log)!r}, 'w'))\n"
+        "time.sleep(600)\n"
+    )
+    job = subprocess.Popen([sys.executable, "-c", job_code])
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (helper,) = psutil.Process(job.pid).children()
+        job.kill()
+        job.wait()
+        assert _gone(helper.pid, timeout=10), "the helper outlived a job that died while it started"
+        assert log.read_text() == "", log.read_text()  # it left by the watch, not by an error
+    finally:
+        job.kill()
+        for p in psutil.Process().children(recursive=True):
+            if p.pid != job.pid:
+                p.kill()
+
+
+def test_the_first_ctrl_c_is_said_on_the_real_stderr_while_code_redirects_sys_stderr():
+    """Each ingest pass parses Beam's options with ``sys.stderr`` redirected; a Ctrl-C landing then
+    must still tell the operator that the run stops after its pass (it was lost to the redirect)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import contextlib, io, os, signal, threading\n"
+        "from lake_core.processes import install_stop_handlers\n"
+        "stop = threading.Event()\n"
+        "install_stop_handlers(stop)\n"
+        "with contextlib.redirect_stderr(io.StringIO()):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    stop.wait(10)\n"
+        "print('stop set' if stop.is_set() else 'stop not set')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "stop set", done
+    assert "lake ingest: stopping after the pass in flight" in done.stderr, done.stderr

@@ -38,7 +38,7 @@ from beam_pipelines.stream.publisher import AlertPublisher
 from beam_pipelines.stream.report import Progress, StreamPass, StreamReport
 from beam_pipelines.stream.store import PG_WAITS, HotCommitter, hold_stream_lock, prepare_store, start_offsets
 from beam_pipelines.stream.transforms import NAMESPACE, StateHandoff, UpdateHotStore
-from beam_pipelines.stream.workers import report_pass, run_workers, worker_started
+from beam_pipelines.stream.workers import report_pass, run_workers
 from lake_core import hot_store as hs
 from lake_core.errors import LakeError
 from lake_core.kafka_admin import partition_count, wait_until_reachable
@@ -262,14 +262,14 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> StreamReport:
-    """Entry point for ``python -m beam_pipelines.stream.pipeline`` (and the workers ``--workers`` starts)."""
+    """Entry point for ``python -m beam_pipelines.stream.pipeline``, and through ``worker_main`` of the
+    workers ``--workers`` starts."""
     opts, beam_args = parse(argv, Settings.resolve())
     stop = threading.Event()
     install_stop_handlers(stop)
     if opts.worker is None:
         return run_stream(opts, beam_args, stop=stop)
-    worker_started()
-    try:
+    try:  # a worker: started by ``beam_pipelines.stream.worker_main``, which watches its parent
         return run_stream(opts, beam_args, progress=report_pass, stop=stop)
     except LakeError as exc:  # one line for the parent's stderr, the exit code says which kind
         print(f"lake stream worker {opts.worker}: {exc}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 The rules are Python, one event at a time: one process uses one core. What
 Flink's parallelism does for the same DoFns, done locally: worker ``I`` of
-``N`` (``python -m beam_pipelines.stream.pipeline ... --worker I/N``) streams
+``N`` (``python -m beam_pipelines.stream.worker_main ... --worker I/N``) streams
 the partitions ``p`` with ``p mod N = I``, with its own passes, saved states
 and commits. A partition's state and its offsets live in one process, so
 exactly once holds per partition as it does with one process (each worker
@@ -35,15 +35,18 @@ from lake_core.errors import LakeError
 from lake_core.kafka_admin import partition_count, wait_until_reachable
 from lake_core.processes import init_helper
 
-__all__ = ["stream_with_workers", "run_workers", "worker_argv", "report_pass", "worker_started"]
+__all__ = ["stream_with_workers", "run_workers", "worker_argv", "report_pass", "worker_started", "split_parent"]
 
 #: A worker's stdout line that carries one of its passes, as JSON.
 PASS_LINE = "lake-stream-pass "
+#: The first flag of a worker's command: the pid of the process that started it.
+PARENT_FLAG = "--parent-pid"
 
 
 def worker_argv(opts: StreamOptions, beam_args: Sequence[str], index: int, count: int) -> list:
     """The command of worker ``index`` of ``count``; the DSN, broker and topic go in its environment."""
-    argv = [sys.executable, "-m", "beam_pipelines.stream.pipeline", "--worker", f"{index}/{count}"]
+    argv = [sys.executable, "-m", "beam_pipelines.stream.worker_main", PARENT_FLAG, str(os.getpid())]
+    argv += ["--worker", f"{index}/{count}"]
     if opts.until_idle is not None:
         argv += ["--until-idle", repr(opts.until_idle)]
     if opts.max_seconds is not None:
@@ -166,10 +169,17 @@ def _ask_to_stop(procs: list) -> None:
 # -- in a worker ---------------------------------------------------------------------------------------
 
 
-def worker_started() -> None:
-    """A worker exits when the process that started it is gone (killed: its commits stand, the next start
-    resumes them)."""
-    init_helper()
+def split_parent(argv: list) -> tuple:
+    """``(parent pid, the rest)`` of a worker's command line (``worker_argv``)."""
+    if len(argv) < 2 or argv[0] != PARENT_FLAG or not argv[1].isdigit():
+        raise SystemExit(f"a stream worker's command starts with {PARENT_FLAG} PID (see worker_argv)")
+    return int(argv[1]), argv[2:]
+
+
+def worker_started(parent: int) -> None:
+    """A worker exits when ``parent``, the process that started it, is gone (killed: its commits stand,
+    the next start resumes them), also when it went before the worker got here."""
+    init_helper(parent=parent)
 
 
 def report_pass(number: int, one: Any) -> None:
