@@ -451,15 +451,19 @@ def test_a_flood_of_wrong_secrets_costs_a_bounded_number_of_slow_checks(gateway,
     assert gateway.metric("lake_gateway_auth_slow_checks_total") - slow_before <= 1
     # one address trying wrong secrets for many real vehicles: held to its own budget (30 failures)
     slow_before = gateway.metric("lake_gateway_auth_slow_checks_total")
-    statuses = []
+    statuses, throttled = [], []
     started = time.monotonic()
     for i in range(60):
         vehicle = VEHICLES[i % len(VEHICLES)]
         secret = f"lk1.{vehicle}.wrong-{i:04d}-xxxxxxxxxxxxxxxxxxxx"
         answer = gateway.post(secret, b"{}", **{"X-Forwarded-For": "10.7.7.7"})
         statuses.append(answer.status_code)
-    assert statuses[-1] == 429 and "client address" in answer.json()["detail"]
+        if answer.status_code == 429:
+            throttled.append(answer.json()["detail"])
     refilled = time.monotonic() - started  # the budget comes back at 1 failure/s
+    # Not "the last is 429": a failure refilled in the loop's last second lets one more through (401).
+    assert set(statuses) <= {401, 429} and statuses.count(401) <= 30 + refilled + 1, (statuses, refilled)
+    assert any("client address" in d for d in throttled), throttled  # (G-FLOOD's own budget is spent too)
     assert gateway.metric("lake_gateway_auth_slow_checks_total") - slow_before <= 30 + refilled + 1
 
 

@@ -75,7 +75,7 @@ def test_a_helper_whose_job_died_while_it_was_starting_leaves_at_once(tmp_path):
     started, log = tmp_path / "started", tmp_path / "helper.log"
     code = (
         "import os, sys, time\n"
-        f"open({str(started)!r}, 'w').close()\n"
+        f"open({str(started)!r}, 'w').write(str(os.getpid()))\n"
         "while os.getppid() == int(sys.argv[1]): time.sleep(0.05)  # still importing when its job dies\n"
         "from lake_core.processes import init_helper\n"
         "init_helper(parent=int(sys.argv[1]))\n"
@@ -89,18 +89,17 @@ def test_a_helper_whose_job_died_while_it_was_starting_leaves_at_once(tmp_path):
     job = subprocess.Popen([sys.executable, "-c", job_code])
     try:
         deadline = time.monotonic() + 60
-        while not started.exists() and time.monotonic() < deadline:
+        while not (started.exists() and started.read_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        (helper,) = psutil.Process(job.pid).children()
+        helper = int(started.read_text())
         job.kill()
         job.wait()
-        assert _gone(helper.pid, timeout=10), "the helper outlived a job that died while it started"
+        assert _gone(helper, timeout=10), "the helper outlived a job that died while it started"
         assert log.read_text() == "", log.read_text()  # it left by the watch, not by an error
     finally:
         job.kill()
-        for p in psutil.Process().children(recursive=True):
-            if p.pid != job.pid:
-                p.kill()
+        if started.exists() and started.read_text() and not _gone(int(started.read_text()), timeout=0):
+            os.kill(int(started.read_text()), signal.SIGKILL)  # only ours: the session's broker is a child too
 
 
 def test_the_first_ctrl_c_is_said_on_the_real_stderr_while_code_redirects_sys_stderr():

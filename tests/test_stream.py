@@ -260,6 +260,23 @@ def test_a_worker_that_fails_stops_the_others_and_the_run_says_which(settings):
         assert time.monotonic() - started < 90, "the healthy worker was stopped, not left following"
 
 
+def _drop(*socks):
+    """Shut each socket down, then close it. Shut down first: a bare close() leaves a socket that another
+    thread is blocked reading open (the read holds it), so its peer never learns: a PostgreSQL backend
+    behind it stayed idle, holding the stream's lock, after the stream had closed its end. Each on its
+    own: one already closed must not keep the rest open."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
 class _Proxy:
     """A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones refused) and restore."""
 
@@ -295,11 +312,7 @@ class _Proxy:
         except OSError:
             pass
         finally:
-            for s in (a, b):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            _drop(a, b)
 
     def cut(self):
         with self.lock:
@@ -307,12 +320,7 @@ class _Proxy:
 
     def _cut(self):
         self.up.clear()
-        for s in self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
+        _drop(*self.conns)
         self.conns = []
 
     def restore(self):
