@@ -134,21 +134,37 @@ def heavy_imports(root: pathlib.Path, module: str) -> frozenset[str]:
 
 
 @lru_cache(maxsize=None)
-def _heavy(root: pathlib.Path, module: str, _seen: frozenset[str] = frozenset()) -> frozenset[str]:
+def _direct(root: pathlib.Path, module: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """What ``module``'s own top-level imports load: heavy libraries, and modules of ours."""
     heavy: set[str] = set()
-    parts = module.split(".")
-    parents = [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b first
-    for name in parents + [module]:
-        if name in _seen or not _is_module(root, name):
+    ours: list[str] = []
+    for imp in imports_of(root, _source(root, module)):
+        if imp.local:
             continue
-        for imp in imports_of(root, _source(root, name)):
-            if imp.local:
+        heavy_name = _heavy_name(imp.module)
+        if heavy_name is not None:
+            heavy.add(heavy_name)
+        elif _first_party(root, imp.module):
+            ours.append(imp.module)
+    return frozenset(heavy), tuple(ours)
+
+
+@lru_cache(maxsize=None)
+def _heavy(root: pathlib.Path, module: str) -> frozenset[str]:
+    # Every module of ours that importing ``module`` runs (importing a.b.c runs a and a.b first), each
+    # parsed once: a walk that re-parsed along every import path took a minute over the tree.
+    heavy: set[str] = set()
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        parts = todo.pop().split(".")
+        for name in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            if name in seen or not _is_module(root, name):
                 continue
-            heavy_name = _heavy_name(imp.module)
-            if heavy_name is not None:
-                heavy.add(heavy_name)
-            elif _first_party(root, imp.module) and imp.module not in _seen:
-                heavy |= _heavy(root, imp.module, _seen | {name})
+            seen.add(name)
+            direct_heavy, ours = _direct(root, name)
+            heavy |= direct_heavy
+            todo.extend(ours)
     return frozenset(heavy)
 
 
