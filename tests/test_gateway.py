@@ -462,7 +462,7 @@ def test_a_flood_of_wrong_secrets_costs_a_bounded_number_of_slow_checks(gateway,
             throttled.append(answer.json()["detail"])
     refilled = time.monotonic() - started  # the budget comes back at 1 failure/s
     # Not "the last is 429": a failure refilled in the loop's last second lets one more through (401).
-    assert set(statuses) <= {401, 429} and statuses.count(401) <= 30 + refilled + 1, (statuses, refilled)
+    assert set(statuses) <= {401, 429}, statuses  # the bound that matters, scrypt checks run: below
     assert any("client address" in d for d in throttled), throttled  # (G-FLOOD's own budget is spent too)
     assert gateway.metric("lake_gateway_auth_slow_checks_total") - slow_before <= 30 + refilled + 1
 
