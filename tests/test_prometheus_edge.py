@@ -59,7 +59,7 @@ def test_prometheus_sees_the_spool_fill_and_drain_and_every_message_through_brid
         stream = stack.enter_context(
             process(
                 lake_argv(settings, "stream", "--hot-dsn", dsn, "--alerts-topic", f"{settings.topic}-alerts",
-                          "--follow", "--metrics-port", str(ports["stream"])),
+                          "--follow", "--metrics-port", str(ports["stream"]), "--pass-seconds", "5"),
                 tmp_path / "stream.log",
             )
         )  # fmt: skip

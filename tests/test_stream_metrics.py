@@ -46,7 +46,8 @@ def test_stream_metrics_count_what_it_committed(settings, tmp_path):
         log = open(tmp_path / "stream.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "lake.cli", "stream", "--bootstrap", settings.bootstrap, "--topic", settings.topic,
-             "--hot-dsn", dsn, "--alerts-topic", f"{settings.topic}-alerts", "--follow", "--metrics-port", str(port)],
+             "--hot-dsn", dsn, "--alerts-topic", f"{settings.topic}-alerts", "--follow", "--metrics-port", str(port),
+             "--pass-seconds", "3"],  # the pass counters move at a pass's end (60 s by default)
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         stack.callback(lambda: (proc.terminate(), proc.wait(60)))
