@@ -16,6 +16,7 @@ parent and leaves with it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import importlib
@@ -27,10 +28,10 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, NamedTuple, Optional
 
 __all__ = [
     "HelperPool",
@@ -66,6 +67,8 @@ class HelperPool:
         self._warm = (warm_module, ignore_interrupts)
         self.executor: Optional[ProcessPoolExecutor] = None
         self.processes = 0
+        self._started: list[Future] = []  # each helper's first task: its pid
+        self._submitted: list[Future] = []  # what callers submitted and may still run
 
     def start(self, processes: int) -> None:
         """Start ``processes`` helpers now (none when 0). Idempotent."""
@@ -78,25 +81,50 @@ class HelperPool:
             initargs=(*self._warm, os.getpid()),
         )
         self.processes = processes
-        for _ in range(processes):  # the pool starts its processes as work arrives: have them start now
-            self.executor.submit(_ready)
+        # The pool starts its processes as work arrives: have them start now.
+        self._started = [self.executor.submit(_ready) for _ in range(processes)]
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """``fn(*args)`` in a helper (as ``executor.submit``, whose errors it raises); see ``abandon``."""
+        if self.executor is None:
+            raise RuntimeError("the helper pool is not running")
+        future = self.executor.submit(fn, *args)
+        self._submitted = [f for f in self._submitted if not f.done()] + [future]
+        return future
 
     def stop(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
             self.executor, self.processes = None, 0
+            self._started, self._submitted = [], []
 
-    def abandon(self) -> None:
-        """Stop using a broken pool without waiting for it."""
+    def abandon(self, end_idle: bool = False) -> None:
+        """Stop using the pool (a broken one, or one a job is done with) without waiting for it.
+
+        ``end_idle``: when nothing submitted still runs, also end the helpers at once (``LEAVE_SIGNAL``). Idle,
+        they have nothing to finish, and Python's exit waits for every pool's processes to exit: a
+        helper that imported Great Expectations took 0.8 s to tear its interpreter down, a sixth of a
+        Gold day's job at 1M events (measured)."""
         executor, self.executor, self.processes = self.executor, None, 0
-        if executor is not None:
+        if executor is None:
+            return
+        started = [f for f in self._started if f.done() and not f.cancelled() and f.exception() is None]
+        pids = {f.result() for f in started}
+        ended = end_idle and len(started) == len(self._started) and all(f.done() for f in self._submitted)
+        self._started, self._submitted = [], []
+        if not ended:
             executor.shutdown(wait=False, cancel_futures=True)
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, LEAVE_SIGNAL)
+        executor.shutdown(wait=True, cancel_futures=True)  # a moment: they are leaving
 
     @contextlib.contextmanager
     def running(self, processes: int, wait: bool = True) -> Iterator[None]:
         """``start`` on entry, ``stop`` on exit, unless an outer caller started the pool (it stops it).
 
-        ``wait=False``: on exit, tell the helpers to stop without waiting for them (``abandon``):
+        ``wait=False``: on exit, end the helpers without waiting for them (``abandon(end_idle=True)``):
         a helper that imported a large library spends a second or more tearing its interpreter
         down, which the job need not wait for (a helper whose job is gone exits at once anyway).
         """
@@ -110,16 +138,29 @@ class HelperPool:
             if wait:
                 self.stop()
             else:
-                self.abandon()
+                self.abandon(end_idle=True)
+
+
+#: What a job sends the idle helpers it is done with (``HelperPool.abandon``): leave now.
+LEAVE_SIGNAL = signal.SIGUSR1
 
 
 def _init(warm_module: str, ignore_interrupts: bool, parent: int) -> None:
     init_helper(ignore_interrupts, parent)
+    signal.signal(LEAVE_SIGNAL, _leave)
     importlib.import_module(warm_module)
 
 
-def _ready() -> bool:
-    return True
+def _ready() -> int:
+    return os.getpid()
+
+
+def _leave(_signum: int, _frame: object) -> None:
+    """Exit at once, without the interpreter's teardown, once the exit handlers ran: multiprocessing's
+    among them releases what this process registered with the resource tracker (a helper ended by
+    SIGKILL left a "leaked semaphore objects" warning at the job's end)."""
+    atexit._run_exitfuncs()
+    os._exit(0)
 
 
 def init_helper(ignore_interrupts: bool = False, parent: Optional[int] = None) -> None:

@@ -36,7 +36,7 @@ from quality.suites import build_suite, gx, rules_of
 # their layer and hour or day (``_write_summary``), so the fingerprint is switched off.
 gx.execution_engine.pandas_execution_engine.HASH_THRESHOLD = 0
 
-__all__ = ["RuleResult", "GateResult", "Batch", "run_suites", "docs_index"]
+__all__ = ["RuleResult", "GateResult", "Batch", "run_suites", "docs_index", "build_pending_docs"]
 
 _DATASOURCE = "lake"
 
@@ -268,6 +268,20 @@ def _validate(checkpoint, frame, parameters: Optional[dict], run_name: str):
     )
 
 
+#: Validations of a local lake whose Data Docs pages a gate left for ``build_pending_docs``.
+_UNBUILT: list = []
+
+
+def build_pending_docs(lake_root: str) -> None:
+    """Build the Data Docs pages the gates run with ``defer_docs`` left (a no-op when none)."""
+    if not _UNBUILT:
+        return
+    validated = list(_UNBUILT)
+    with _context(lake_root) as context:
+        context.build_data_docs(resource_identifiers=validated)
+    del _UNBUILT[: len(validated)]
+
+
 def run_suites(
     lake_root: str,
     layer: str,
@@ -275,12 +289,18 @@ def run_suites(
     batches: list,
     parameters: Optional[dict] = None,
     overrides: Optional[dict] = None,
+    defer_docs: bool = False,
 ) -> GateResult:
     """Validate each ``Batch`` against its rules; keep the results; return what was found.
 
     Each validation is named ``key`` in Data Docs. A batch in ``parts`` is validated chunk by chunk
     (each a validation of its own, named ``{key} part i of n``) and its rules' results summed over the
     chunks.
+
+    ``defer_docs``: on a local lake, return once the results are stored and leave the Data Docs pages
+    (half a second for Gold's six small validations) to ``build_pending_docs``, which the gate process
+    runs while the job commits (``quality.worker``). A remote lake's results live only in this call's
+    context: its pages are always built here.
     """
     local = is_local(lake_root)
     result = GateResult(layer, key)
@@ -309,7 +329,10 @@ def run_suites(
                     per_chunk.append(_outcomes(outcome))
                     validated.extend(outcome.run_results)
                 result.rules.extend(_rule_results(_combined(per_chunk)))
-        if local:  # only this gate's pages, and the index
+        if local and defer_docs:
+            _UNBUILT.extend(validated)
+            result.docs = docs_index(lake_root)
+        elif local:  # only this gate's pages, and the index
             context.build_data_docs(resource_identifiers=validated)
             result.docs = docs_index(lake_root)
         else:

@@ -121,3 +121,29 @@ def test_the_first_ctrl_c_is_said_on_the_real_stderr_while_code_redirects_sys_st
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "stop set", done
     assert "lake ingest: stopping after the pass in flight" in done.stderr, done.stderr
+
+
+def _sleep(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_pool_the_job_is_done_with_ends_its_idle_helpers_at_once_and_never_a_busy_one():
+    from lake_core.processes import HelperPool
+
+    pool = HelperPool("support.slow_teardown")  # a teardown of 5 s: not waited for
+    started = time.monotonic()
+    with pool.running(1, wait=False):
+        helper = pool.submit(_sleep, 0).result(timeout=60)
+        started = time.monotonic()
+    assert time.monotonic() - started < 3, "the job waited for its helper's teardown"
+    assert _gone(helper, timeout=1), "an idle helper outlived its pool"
+
+    busy = HelperPool("json")
+    busy.start(1)
+    helper = busy.submit(_sleep, 0).result(timeout=60)
+    work = busy.submit(_sleep, 2)
+    time.sleep(0.5)  # running now
+    busy.abandon(end_idle=True)
+    assert psutil.Process(helper).is_running(), "a helper was ended in the middle of its work"
+    assert work.result(timeout=30) == helper  # it finished it

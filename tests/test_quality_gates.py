@@ -68,6 +68,44 @@ def test_gold_gate_passes_and_validate_commands_agree(lake, capsys):
 
 
 @pytest.mark.slow
+def test_a_gated_job_ends_with_its_data_docs_built_and_its_gate_process_gone(lake):
+    """The gate process builds a gate's Data Docs pages after its verdict, while the job commits; the
+    job waits for them, then ends the idle gate process at once (no interpreter teardown to wait for,
+    no resource-tracker warning)."""
+    import shutil
+    import subprocess
+    import sys
+    import uuid
+
+    import psutil
+
+    docs = f"{lake}/_quality/gx/uncommitted/data_docs/local_site"
+    shutil.rmtree(docs, ignore_errors=True)
+    marker = uuid.uuid4().hex
+    done = subprocess.run(
+        [sys.executable, "-m", "lake.cli", "gold", "--date", "2026-03-01", "--lake-root", lake],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "LAKE_TEST_JOB": marker},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "leaked" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    pages = glob.glob(f"{docs}/validations/gold_*/2026-03-01/*/*.html")
+    assert len(pages) == 6, pages  # three tables, their schema and their rows
+    assert "2026-03-01" in open(f"{docs}/index.html").read()
+
+    def left_behind() -> list:
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("LAKE_TEST_JOB") == marker:
+                    found.append(proc)
+            except psutil.Error:
+                pass
+        return found
+
+    assert left_behind() == []
+
+
+@pytest.mark.slow
 def test_validate_silver_hour_is_a_dry_run(lake, capsys):
     version = DeltaTable(LakePaths(lake).table("silver_telemetry")).version()
     assert main(["validate", "silver", "--hour", sc.H08, "--lake-root", lake]) == 5

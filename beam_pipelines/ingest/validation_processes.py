@@ -86,7 +86,7 @@ def submit(batch: KafkaBatch) -> Optional[Future]:
     if _POOL.executor is None:
         return None
     try:
-        return _POOL.executor.submit(validate_batch, batch)
+        return _POOL.submit(validate_batch, batch)
     except (BrokenProcessPool, RuntimeError) as exc:  # RuntimeError: the pool was shut down
         _broken(exc)
         return None
