@@ -268,18 +268,17 @@ def _validate(checkpoint, frame, parameters: Optional[dict], run_name: str):
     )
 
 
-#: Validations of a local lake whose Data Docs pages a gate left for ``build_pending_docs``.
-_UNBUILT: list = []
+#: Per local lake, the validations whose Data Docs pages a gate left for ``build_pending_docs``.
+_UNBUILT: dict[str, list] = {}
 
 
 def build_pending_docs(lake_root: str) -> None:
-    """Build the Data Docs pages the gates run with ``defer_docs`` left (a no-op when none)."""
-    if not _UNBUILT:
-        return
-    validated = list(_UNBUILT)
-    with _context(lake_root) as context:
-        context.build_data_docs(resource_identifiers=validated)
-    del _UNBUILT[: len(validated)]
+    """Build the Data Docs pages the gates run with ``defer_docs`` left (a no-op when none). Tried once:
+    pages that fail to build are not tried again by the next gate."""
+    validated = _UNBUILT.pop(lake_root, [])
+    if validated:
+        with _context(lake_root) as context:
+            context.build_data_docs(resource_identifiers=validated)
 
 
 def run_suites(
@@ -330,7 +329,7 @@ def run_suites(
                     validated.extend(outcome.run_results)
                 result.rules.extend(_rule_results(_combined(per_chunk)))
         if local and defer_docs:
-            _UNBUILT.extend(validated)
+            _UNBUILT.setdefault(lake_root, []).extend(validated)
             result.docs = docs_index(lake_root)
         elif local:  # only this gate's pages, and the index
             context.build_data_docs(resource_identifiers=validated)
