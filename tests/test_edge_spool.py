@@ -143,6 +143,29 @@ def fleet_messages(vehicles: int, per_vehicle: int) -> list:
     ]
 
 
+def hang(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGSTOP ``pid`` and return once every thread of it is stopped.
+
+    kill() returns before the stop takes hold; on a loaded or sandboxed host the
+    broker could still answer a produce or two after it, and the test's premise
+    ("the broker hangs") would not hold.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:  # a thread that just ended
+                continue
+        if states and all(state in "Tt" for state in states):
+            return
+        assert time.monotonic() < deadline, f"broker {pid} not stopped after SIGSTOP: thread states {states}"
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def broker(tmp_path):
     """Starts a broker of this test's own (it may be stopped); stops it at the end, SIGCONT first."""
@@ -420,7 +443,7 @@ def test_replay_keeps_messages_until_kafka_confirms_them(tmp_path, broker):
     spool_offline(path, messages)
     info = broker()
     kafka = KafkaSender(info.bootstrap, "telemetry")
-    os.kill(info.pid, signal.SIGSTOP)  # the broker stops answering: produce only queues
+    hang(info.pid)  # the broker stops answering: produce only queues
     sender = SpoolingSender(kafka, path, confirm_timeout_s=0.3, retry_every_s=3600)
     with pytest.raises(DeliveryError, match="200 messages wait"):
         sender.flush()
@@ -447,7 +470,7 @@ def test_kafka_outage_mid_stream_then_back_everything_arrives_in_order(tmp_path,
     for message in messages[:1000]:
         sender.send(*message)
     assert sender.uplink_up
-    os.kill(info.pid, signal.SIGSTOP)
+    hang(info.pid)
     for message in messages[1000:2000]:
         sender.send(*message)
     assert not sender.uplink_up and sender.backlog >= 1000
