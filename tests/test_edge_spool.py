@@ -28,7 +28,7 @@ from edge_client.senders import CollectingSender, KafkaSender
 from edge_client.simulate import simulate
 from edge_client.spool import Spool, record_size
 from lake.local import broker as embedded
-from lake_core.processes import free_port
+from lake_core.processes import free_port, proc_stat
 
 START_MS = 1_772_352_000_000
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,13 +153,9 @@ def hang(pid: int, timeout_s: float = 10.0) -> None:
     os.kill(pid, signal.SIGSTOP)
     deadline = time.monotonic() + timeout_s
     while True:
-        states = []
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{task}/stat") as f:
-                    states.append(f.read().rsplit(")", 1)[1].split()[0])
-            except FileNotFoundError:  # a thread that just ended
-                continue
+        # /proc/TID/stat answers for a thread too; a thread that just ended is None, and left out.
+        threads = [proc_stat(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+        states = [t.state for t in threads if t is not None]
         if states and all(state in "Tt" for state in states):
             return
         assert time.monotonic() < deadline, f"broker {pid} not stopped after SIGSTOP: thread states {states}"
